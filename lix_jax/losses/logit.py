@@ -1,0 +1,332 @@
+"""Pixel-wise logit losses: CE, KD, DKD, DWLD (DESIGN §2.1-§2.3) and pseudo-labels (§2.6).
+
+Conventions (DESIGN §1): logits are `[B, H, W, K]` (any float dtype; computed in at least float32),
+labels `[B, H, W]` int32 in `[0, K) ∪ {ignore_index}`. Every pixel mean is over the valid pixels of
+the *global* batch: a sum and a count, each `lax.psum`-ed over `axis_name` when one is given, then
+divided, with the count clamped to ≥ 1 so that an all-ignored batch gives 0 (not NaN). A loss
+therefore has the same value whether a batch is split over 1 or N devices. Teacher logits always go
+through `lax.stop_gradient`. KL divergences are computed from `log_softmax`, never `log(softmax)`.
+
+Under `shard_map(..., check_vma=False)` the transpose of `psum` is a `psum`, so the per-shard
+gradient of one of these losses is `N_devices ×` this shard's share of the global gradient;
+`pmean`-ing parameter gradients over the data axis (DESIGN §6) then gives exactly the global
+gradient (tested in tests/test_logit_losses.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IGNORE_INDEX = 255
+
+# A controller maps (student_logits, teacher_logits, labels, *, alpha, beta, temperature, **kw) to
+# per-pixel weights (w_t, w_n), each [B, H, W]; see `dwld_loss` for the keyword arguments in **kw.
+Controller = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def _at_least_f32(x: jax.Array) -> jax.Array:
+  """Promotes bf16/f16 to float32; float64 (x64 tests) stays float64."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
+  return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def masked_mean(x: jax.Array, valid: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """Mean of `x` over the valid pixels of the global batch.
+
+  Args:
+    x: per-pixel values, e.g. `[B, H, W]`.
+    valid: bool mask broadcastable to `x`.
+    axis_name: data axis to `psum` the sum and the count over, or None.
+
+  Returns:
+    Scalar `Σ_valid x / max(#valid, 1)`, sums and counts taken over all devices of `axis_name`.
+  """
+  total = _psum(jnp.sum(jnp.where(valid, x, jnp.zeros((), x.dtype))), axis_name)
+  # Counting in int32 stays exact beyond 2^24 pixels, where a float32 count would not.
+  count = _psum(jnp.sum(jnp.broadcast_to(valid, x.shape).astype(jnp.int32)), axis_name)
+  return total / jnp.maximum(count, 1).astype(total.dtype)
+
+
+def _one_hot(labels: jax.Array, num_classes: int, ignore_index: int) -> tuple[jax.Array, jax.Array]:
+  """Returns (valid [B,H,W] bool, one-hot [B,H,W,K] bool); ignored pixels are given class 0."""
+  if num_classes < 2:
+    raise ValueError(f"logits need K >= 2 classes on the last axis, got K={num_classes}")
+  valid = labels != ignore_index
+  safe = jnp.where(valid, labels, 0)
+  return valid, safe[..., None] == jnp.arange(num_classes, dtype=safe.dtype)
+
+
+def _pick(x: jax.Array, one_hot: jax.Array) -> jax.Array:
+  """x[..., y] for a one-hot mask over the last axis."""
+  return jnp.sum(jnp.where(one_hot, x, jnp.zeros((), x.dtype)), axis=-1)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = IGNORE_INDEX,
+                  axis_name: str | None = None) -> jax.Array:
+  """`L_H = mean_valid −log softmax(logits)[label]` (DESIGN §2.1).
+
+  Args:
+    logits: `[B, H, W, K]`.
+    labels: `[B, H, W]` int, `ignore_index` marks pixels that do not count.
+    ignore_index: label value of ignored pixels.
+    axis_name: data axis for the global sum/count, or None.
+
+  Returns:
+    Scalar float32 (float64 for float64 logits).
+  """
+  logp = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
+  valid, one_hot = _one_hot(labels, logits.shape[-1], ignore_index)
+  return masked_mean(-_pick(logp, one_hot), valid, axis_name)
+
+
+def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
+            temperature: float, ignore_index: int = IGNORE_INDEX,
+            axis_name: str | None = None) -> jax.Array:
+  """Hinton KD: `τ² · mean_valid KL(softmax_τ(t) ‖ softmax_τ(s))` (DESIGN §2.5).
+
+  Args:
+    student_logits, teacher_logits: `[B, H, W, K]`; the teacher is stop-gradient.
+    labels: `[B, H, W]`; only supplies the valid mask (`labels != ignore_index`).
+    temperature: τ > 0.
+    ignore_index: label value of ignored pixels.
+    axis_name: data axis for the global sum/count, or None.
+
+  Returns:
+    Scalar loss.
+  """
+  s = _at_least_f32(student_logits) / temperature
+  t = lax.stop_gradient(_at_least_f32(teacher_logits)) / temperature
+  log_p = jax.nn.log_softmax(t, axis=-1)
+  log_q = jax.nn.log_softmax(s, axis=-1)
+  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+  valid = labels != ignore_index
+  return temperature**2 * masked_mean(kl, valid, axis_name)
+
+
+def _decoupled_log_probs(z: jax.Array, one_hot: jax.Array):
+  """For scaled logits z `[..., K]` returns log p_y, log(1 − p_y) and log p̂ `[..., K]`.
+
+  p̂ = softmax over the K − 1 non-target classes (the target entry of log p̂ is set to 0 and must be
+  masked by the caller). Nothing here ever evaluates exp of a huge number or a −inf·0: the target
+  entry is replaced by a constant *before* `exp` and excluded again after it (a double `where`), so
+  values and gradients are exact and NaN-free for any logits, also for K = 2.
+  """
+  zero = jnp.zeros((), z.dtype)
+  lse = jax.nn.logsumexp(z, axis=-1)
+  z_y = _pick(z, one_hot)
+  # Max over non-target entries only: with the target included, exp(z_k − z_y) underflows to 0
+  # for a confident teacher and log(1 − p_y) would become −inf.
+  m = lax.stop_gradient(jnp.max(jnp.where(one_hot, -jnp.inf, z), axis=-1, keepdims=True))
+  e = jnp.where(one_hot, zero, jnp.exp(jnp.where(one_hot, zero, z - m)))
+  lse_nt = m[..., 0] + jnp.log(jnp.sum(e, axis=-1))  # sum ≥ 1: the arg-max term is exp(0).
+  log_hat = jnp.where(one_hot, zero, z - lse_nt[..., None])
+  return z_y - lse, lse_nt - lse, log_hat
+
+
+def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
+              temperature: float,
+              ignore_index: int = IGNORE_INDEX) -> tuple[jax.Array, jax.Array]:
+  """Per-pixel decoupled KD terms (Zhao et al. 2022; DESIGN §2.2).
+
+  `TCLD = KL([p_y, 1 − p_y] ‖ [q_y, 1 − q_y])`, `NCLD = KL(p̂ ‖ q̂)` with p̂, q̂ the softmax_τ
+  over the non-target classes; per pixel `KL(p ‖ q) = TCLD + (1 − p_y)·NCLD`. For K = 2, NCLD ≡ 0.
+
+  Args:
+    student_logits, teacher_logits: `[B, H, W, K]`; the teacher is stop-gradient.
+    labels: `[B, H, W]` target classes (for unlabelled pixels: `teacher_targets`).
+    temperature: τ > 0.
+    ignore_index: label value of ignored pixels.
+
+  Returns:
+    `(tcld, ncld)`, each `[B, H, W]` float32, 0 at ignored pixels (value and gradient).
+  """
+  valid, one_hot = _one_hot(labels, student_logits.shape[-1], ignore_index)
+  t = lax.stop_gradient(_at_least_f32(teacher_logits)) / temperature
+  s = _at_least_f32(student_logits) / temperature
+  lp_y, lp_n, lp_hat = _decoupled_log_probs(t, one_hot)
+  lq_y, lq_n, lq_hat = _decoupled_log_probs(s, one_hot)
+  tcld = jnp.exp(lp_y) * (lp_y - lq_y) + jnp.exp(lp_n) * (lp_n - lq_n)
+  zero = jnp.zeros((), t.dtype)
+  ncld = jnp.sum(jnp.where(one_hot, zero, jnp.exp(lp_hat) * (lp_hat - lq_hat)), axis=-1)
+  return jnp.where(valid, tcld, zero), jnp.where(valid, ncld, zero)
+
+
+def dkd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
+             alpha: float, beta: float, temperature: float, ignore_index: int = IGNORE_INDEX,
+             axis_name: str | None = None) -> jax.Array:
+  """`DKD = τ² · mean_valid(α·TCLD + β·NCLD)` (DESIGN §2.2). Args as `dkd_terms`; a scalar."""
+  tcld, ncld = dkd_terms(student_logits, teacher_logits, labels, temperature=temperature,
+                         ignore_index=ignore_index)
+  valid = labels != ignore_index
+  return temperature**2 * masked_mean(alpha * tcld + beta * ncld, valid, axis_name)
+
+
+# --- Dynamic weight controllers (DESIGN §2.3) --------------------------------------------------
+
+
+def _normalised_weights(log_u: jax.Array, valid: jax.Array, scale: float,
+                        axis_name: str | None) -> jax.Array:
+  """`scale · u / mean_valid(u)` with u = exp(log_u), 0 at invalid pixels, stop-gradient.
+
+  The global (pmax-ed) max of log_u over valid pixels is subtracted before exp; the ratio is
+  unchanged and the largest u is exactly 1, so the mean is > 0 whenever a pixel is valid.
+  """
+  log_u = jnp.where(valid, lax.stop_gradient(log_u), -jnp.inf)
+  m = jnp.max(log_u)
+  if axis_name is not None:
+    m = lax.pmax(m, axis_name)
+  m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), m.dtype))  # all-ignored batch: m = −inf.
+  u = jnp.where(valid, jnp.exp(log_u - m), jnp.zeros((), log_u.dtype))
+  mean = masked_mean(u, valid, axis_name)
+  mean = jnp.where(mean > 0, mean, jnp.ones((), mean.dtype))
+  return lax.stop_gradient(jnp.where(valid, scale * (u / mean), jnp.zeros((), u.dtype)))
+
+
+def fixed_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
+                     valid, tcld, **kw) -> tuple[jax.Array, jax.Array]:
+  """`w_t = α`, `w_n = β` on valid pixels (0 elsewhere): DWLD ≡ DKD."""
+  del student_logits, teacher_logits, labels, temperature, kw
+  v = valid.astype(tcld.dtype)
+  return alpha * v, beta * v
+
+
+def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
+                       tcld, ncld, valid, kappa=1.0, axis_name=None,
+                       ignore_index=IGNORE_INDEX, **kw) -> tuple[jax.Array, jax.Array]:
+  """DWC of DESIGN §2.3: `u^t = ρ·exp(sg(TCLD)/κ)`, `u^n = exp(sg(NCLD)/κ)`, normalised to α, β.
+
+  ρ = softmax(t)[y] at τ = 1 (teacher reliability). `kappa=±inf` gives the `trust` controller.
+  ρ enters the exponent as log ρ (from log_softmax), so a tiny ρ never underflows before the
+  max-subtraction.
+  """
+  del student_logits, temperature, kw
+  if isinstance(kappa, (int, float)) and kappa == 0:
+    raise ValueError("dwld controller temperature kappa must be non-zero (use ±inf for 'trust')")
+  inv_kappa = 1.0 / kappa
+  _, one_hot = _one_hot(labels, teacher_logits.shape[-1], ignore_index)
+  log_rho = _pick(jax.nn.log_softmax(lax.stop_gradient(_at_least_f32(teacher_logits)), axis=-1),
+                  one_hot)
+  tcld, ncld = lax.stop_gradient(tcld), lax.stop_gradient(ncld)
+  w_t = _normalised_weights(log_rho + tcld * inv_kappa, valid, alpha, axis_name)
+  w_n = _normalised_weights(ncld * inv_kappa, valid, beta, axis_name)
+  return w_t, w_n
+
+
+def trust_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
+                     **kw) -> tuple[jax.Array, jax.Array]:
+  """κ = ∞: reliability only, `w_t = α·ρ/mean_valid(ρ)`, `w_n = β`."""
+  kw["kappa"] = math.inf
+  return dynamic_controller(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
+                            temperature=temperature, **kw)
+
+
+CONTROLLERS: dict[str, Controller] = {
+    "fixed": fixed_controller,
+    "dynamic": dynamic_controller,
+    "trust": trust_controller,
+}
+
+
+def get_controller(name: str) -> Controller:
+  """Looks up a DWC by name; KeyError listing the valid names on a miss."""
+  try:
+    return CONTROLLERS[name]
+  except KeyError:
+    raise KeyError(f"unknown dwld controller {name!r}; valid controllers: "
+                   f"{sorted(CONTROLLERS)}") from None
+
+
+def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
+              alpha: float, beta: float, temperature: float,
+              controller: str | Controller = "dynamic", kappa: float = 1.0,
+              ignore_index: int = IGNORE_INDEX,
+              axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Dynamically-weighted logit distillation `τ²·mean_valid(w^t⊙TCLD + w^n⊙NCLD)` (DESIGN §2.3).
+
+  The controller (a name in `CONTROLLERS` or a callable) is called as
+  `controller(student_logits, teacher_logits, labels, alpha=, beta=, temperature=, kappa=,
+  tcld=, ncld=, valid=, axis_name=, ignore_index=)` where `tcld`, `ncld` are the stop-gradient
+  per-pixel terms `[B, H, W]` (0 where invalid) and `valid` the `[B, H, W]` bool mask; it must
+  accept (and may ignore) any of these keywords via `**kw` and return `(w_t, w_n)`, each
+  `[B, H, W]`, 0 at invalid pixels. Any global statistic it needs must be reduced over
+  `axis_name`. The weights are stop-gradient.
+
+  Args:
+    student_logits, teacher_logits: `[B, H, W, K]`; the teacher is stop-gradient.
+    labels: `[B, H, W]` target classes (for unlabelled pixels: `teacher_targets`).
+    alpha, beta: mean weights of TCLD and NCLD.
+    temperature: τ > 0.
+    controller: "fixed" | "dynamic" | "trust" or a callable as above.
+    kappa: controller temperature κ ≠ 0 (dynamic only); ±inf = trust.
+    ignore_index: label value of ignored pixels.
+    axis_name: data axis for global sums, counts and maxima, or None.
+
+  Returns:
+    `(loss, aux)`: aux = {"w_t": [B,H,W], "w_n": [B,H,W], "tcld": scalar, "ncld": scalar}, the
+    scalars being global means over valid pixels (stop-gradient; for logging).
+  """
+  fn = controller if callable(controller) else get_controller(controller)
+  tcld, ncld = dkd_terms(student_logits, teacher_logits, labels, temperature=temperature,
+                         ignore_index=ignore_index)
+  valid = labels != ignore_index
+  w_t, w_n = fn(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
+                temperature=temperature, kappa=kappa, tcld=lax.stop_gradient(tcld),
+                ncld=lax.stop_gradient(ncld), valid=valid, axis_name=axis_name,
+                ignore_index=ignore_index)
+  w_t, w_n = lax.stop_gradient(w_t), lax.stop_gradient(w_n)
+  loss = temperature**2 * masked_mean(w_t * tcld + w_n * ncld, valid, axis_name)
+  aux = {
+      "w_t": w_t,
+      "w_n": w_n,
+      "tcld": masked_mean(lax.stop_gradient(tcld), valid, axis_name),
+      "ncld": masked_mean(lax.stop_gradient(ncld), valid, axis_name),
+  }
+  return loss, aux
+
+
+# --- Unlabelled frames (DESIGN §2.6) ------------------------------------------------------------
+
+
+def teacher_targets(teacher_logits: jax.Array, valid: jax.Array, *,
+                    ignore_index: int = IGNORE_INDEX) -> jax.Array:
+  """Teacher arg-max as int32 labels `[B, H, W]`, `ignore_index` where `valid` is False.
+
+  Used as `labels` for unlabelled frames: DKD/DWLD then take the teacher's arg-max as target class
+  (so ρ is the teacher's confidence).
+  """
+  target = jnp.argmax(lax.stop_gradient(teacher_logits), axis=-1).astype(jnp.int32)
+  return jnp.where(valid, target, jnp.int32(ignore_index))
+
+
+def pseudo_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
+                      threshold: float = 0.0, ignore_index: int = IGNORE_INDEX,
+                      axis_name: str | None = None) -> jax.Array:
+  """CE of the student on the teacher's arg-max over confident valid pixels (DESIGN §2.6).
+
+  A pixel counts when `labels != ignore_index` and the teacher's softmax confidence (τ = 1)
+  is ≥ `threshold`; the mean is over the counted pixels of the global batch.
+
+  Args:
+    student_logits, teacher_logits: `[B, H, W, K]`; the teacher is stop-gradient.
+    labels: `[B, H, W]`; only supplies the valid mask.
+    threshold: minimum teacher confidence in [0, 1].
+    ignore_index: label value of ignored pixels.
+    axis_name: data axis for the global sum/count, or None.
+
+  Returns:
+    Scalar loss.
+  """
+  t = lax.stop_gradient(_at_least_f32(teacher_logits))
+  confidence = jnp.max(jax.nn.softmax(t, axis=-1), axis=-1)
+  keep = (labels != ignore_index) & (confidence >= threshold)
+  targets = teacher_targets(t, keep, ignore_index=ignore_index)
+  return cross_entropy(student_logits, targets, ignore_index=ignore_index, axis_name=axis_name)
