@@ -1,0 +1,17 @@
+r"""DWC ablation (DESIGN §2.3): fixed (= DKD) vs trust vs dynamic with kappa of both signs.
+
+Runs `distill` with the teacher of a finished pipeline, one sub-workdir per entry:
+
+  python -m lix_jax.sweep --config=configs/synthetic.py --sweep=configs/sweeps/dwc_controllers.py \
+      --workdir=workdirs/sweep_dwc --config.mode=distill \
+      --config.distill.teacher_workdir=workdirs/synthetic/teacher
+"""
+
+
+def get_sweep():
+  return [
+      {"name": "fixed", "distill.method": "dwld", "distill.controller": "fixed"},
+      {"name": "trust", "distill.method": "dwld", "distill.controller": "trust"},
+      {"name": "dynamic_k4", "distill.method": "dwld", "distill.controller": "dynamic", "distill.kappa": 4.0},
+      {"name": "dynamic_k-2", "distill.method": "dwld", "distill.controller": "dynamic", "distill.kappa": -2.0},
+  ]

@@ -1,0 +1,84 @@
+r"""lix_jax command line: one entry point, modes chosen by `--config.mode`.
+
+  python -m lix_jax.main --config=configs/synthetic.py --workdir=workdirs/synthetic
+  python -m lix_jax.main --config=configs/synthetic.py:tiny --workdir=/tmp/lix --config.mode=train_teacher
+
+Modes: train_teacher, train_student, distill (needs --config.distill.teacher_workdir), eval,
+predict (a folder of images -> colourised PNGs), pipeline (teacher -> students -> results).
+Bad input (data files, config keys and values) ends with one line naming what is wrong and exit
+status 2; `--traceback` shows the full stack instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:preset]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of checkpoints, logs and outputs.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Raise errors instead of a one-line message.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _modes():
+  # Imported here so that `--help` and config errors come before the heavy imports.
+  from lix_jax.train import experiment, loop
+
+  def predict(config, workdir):
+    from lix_jax.train import predict as predict_lib
+    return predict_lib.predict_folder(config, workdir)
+
+  return {
+      "train_teacher": lambda c, w: loop.train(c, w, "teacher"),
+      "train_student": lambda c, w: loop.train(c, w, "student"),
+      "distill": lambda c, w: loop.train(c, w, "distill"),
+      "eval": lambda c, w: experiment.run_eval(c, w, c.eval.role, c.eval.split),
+      "predict": predict,
+      "pipeline": experiment.run_pipeline,
+  }
+
+
+class _QuietLibraries(logging.Filter):
+  """Keeps orbax's and grain's per-save INFO chatter out of the console (warnings still show)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not any(
+        f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "tensorflow_datasets"))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
+
+  from lix_jax.train import sharding
+  try:
+    sharding.initialize_distributed(config.parallel)
+    logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
+                 jax.local_devices())
+    modes = _modes()
+    if config.mode not in modes:
+      raise KeyError(f"Unknown mode {config.mode!r}. Available modes are: {sorted(modes)}")
+    result = modes[config.mode](config, os.path.abspath(workdir))
+  except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:
+    if _TRACEBACK.value:
+      raise
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"lix_jax: error: {type(e).__name__}: {message}", file=sys.stderr)
+    sys.exit(2)
+  # train_* and distill return {"test": metrics, ...}; eval returns the metrics themselves.
+  metrics = result.get("test") or (result if "miou" in result else None) if isinstance(result, dict) else None
+  if metrics:
+    split = config.eval.split if config.mode == "eval" else "test"
+    print(f"{split} mIoU {100 * metrics['miou']:.2f} %  pixel acc {100 * metrics['pixel_acc']:.2f} %")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,169 @@
+"""Whole experiments on top of the loop: the one-command pipeline, evaluation and prediction.
+
+`run_pipeline` is the default job of `configs/synthetic.py`: build the data, train the teacher,
+train one student per method in `pipeline.methods` (and per seed in `pipeline.seeds`), evaluate,
+and write `results.csv`, `results.md`, a bar chart and a prediction grid into the workdir. Every
+run lives in its own sub-workdir, so an interrupted pipeline resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import glob
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image
+
+from lix_jax import viz
+from lix_jax.data import pipeline
+from lix_jax.train import checkpoint as ckpt_lib
+from lix_jax.train import loop
+
+RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
+
+
+def regime(config) -> str:
+  return "unlabeled" if config.distill.unlabeled_split else "labeled"
+
+
+def student_config(config, method: str, seed: int, teacher_workdir: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = seed
+  c.distill.method = method
+  c.distill.teacher_workdir = teacher_workdir
+  return c
+
+
+def run_role(config, workdir: str, method: str | None, *, num_steps=None) -> dict[str, Any]:
+  """Trains (or resumes, or re-uses a finished) run; `method` None = teacher, "none" = plain student."""
+  done = os.path.join(workdir, "final_metrics.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      logging.info("Re-using the finished run in %s", workdir)
+      return json.load(f)
+  role = "teacher" if method is None else ("student" if method == "none" else "distill")
+  return loop.train(config, workdir, role, num_steps=num_steps)
+
+
+def result_row(config, model: str, method: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+  row = dict(model=model, method=method, fusion=config.teacher.fusion,
+             x_modality=config.data.x_modality, regime=regime(config), seed=seed,
+             miou=metrics["miou"], pixel_acc=metrics["pixel_acc"])
+  for name, iou in zip(loop.class_names(config), metrics["iou"]):
+    row[f"iou_{name}"] = iou
+  return row
+
+
+def write_results(workdir: str, rows: list[dict[str, Any]]) -> str:
+  """Writes results.csv (DESIGN §6 columns, fractions) and results.md; returns the markdown."""
+  columns = list(RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
+  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  return summary_markdown(rows)
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+  """A table of mean ± std test mIoU per (model, method) and the teacher–student gap closed."""
+  groups: dict[tuple[str, str], list[float]] = {}
+  for r in rows:
+    groups.setdefault((r["model"], r["method"]), []).append(100 * float(r["miou"]))
+  teacher = np.mean(groups.get(("teacher", "-"), [np.nan]))
+  student = np.mean(groups.get(("student", "none"), [np.nan]))
+  lines = ["| model | method | seeds | test mIoU (%) | gap closed |", "|---|---|---|---|---|"]
+  for (model, method), values in groups.items():
+    mean, std = np.mean(values), np.std(values)
+    gap = (mean - student) / (teacher - student) if model == "student" and teacher > student else np.nan
+    gap_text = "" if np.isnan(gap) else f"{100 * gap:.0f} %"
+    lines.append(f"| {model} | {method} | {len(values)} | {mean:.1f} ± {std:.1f} | {gap_text} |")
+  return "\n".join(lines) + "\n"
+
+
+def load_variables(config, workdir: str, role: str):
+  """(model, variables) of the newest good checkpoint in `workdir`, on the host."""
+  num_classes = len(loop.class_names(config))
+  model, teacher, _ = loop.build_networks(config, role, num_classes)
+  teacher_vars = None
+  if role == "distill":
+    teacher_vars = loop.restore_teacher(config, teacher, num_classes)
+  state, _ = loop.init_state(config, role, model, teacher=teacher, teacher_vars=teacher_vars, num_steps=1)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  state = ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract)
+  return model, loop.model_variables(state, role)
+
+
+def _predict_fn(model, variables, uses_x: bool):
+  @jax.jit
+  def predict(image, x):
+    inputs = (image, x) if uses_x else (image,)
+    logits, _ = model.apply(variables, *inputs, train=False)
+    return jnp.argmax(logits, -1)
+  return predict
+
+
+def prediction_grid(config, workdir: str, runs: dict[str, tuple[str, str]], num: int) -> np.ndarray:
+  """Test-split grid: RGB | X | ground truth | one column per run (name -> (workdir, role))."""
+  batch = next(iter(pipeline.eval_dataset(loop.source(config, config.data.test_split),
+                                          batch_size=num, x_modality=config.data.x_modality)))
+  raw = loop.source(config, config.data.test_split)
+  preds = {}
+  for name, (run_dir, role) in runs.items():
+    model, variables = load_variables(config, run_dir, role)
+    preds[name] = np.asarray(_predict_fn(model, variables, role == "teacher")(batch["image"], batch["x"]))
+  rows = []
+  for i in range(num):
+    example = raw[i]
+    row = {"RGB": example["image"], "X": viz.x_to_rgb(batch["x"][i], config.data.x_modality),
+           "ground truth": viz.colorize(np.asarray(batch["label"][i]))}
+    row.update({name: viz.colorize(p[i]) for name, p in preds.items()})
+    rows.append(row)
+  return viz.prediction_grid(rows, list(rows[0]))
+
+
+def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
+  os.makedirs(workdir, exist_ok=True)
+  for split in ("train", config.data.eval_split, config.data.test_split):
+    loop.source(config, split)  # Builds the ArrayRecord files once, up front.
+  teacher_dir = os.path.join(workdir, "teacher")
+  t_result = run_role(config, teacher_dir, None, num_steps=config.pipeline.teacher_num_steps)
+  rows = [result_row(config, "teacher", "-", config.seed, t_result["test"])]
+  for seed in config.pipeline.seeds:
+    for method in config.pipeline.methods:
+      run_dir = os.path.join(workdir, "students", f"{method}_seed{seed}")
+      result = run_role(student_config(config, method, seed, teacher_dir), run_dir, method)
+      rows.append(result_row(config, "student", method, seed, result["test"]))
+      logging.info("%s seed %d: test mIoU %.4f", method, seed, result["test"]["miou"])
+  markdown = write_results(workdir, rows)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(f"# Results ({regime(config)} regime, test split)\n\n{markdown}")
+  print(markdown)
+  viz.save_png(os.path.join(workdir, "results.png"), viz.results_bar_chart(
+      [{"method": f"{r['model']}:{r['method']}", "miou": r["miou"]} for r in rows]))
+  runs = {"teacher": (teacher_dir, "teacher")}
+  seed = config.pipeline.seeds[0]
+  for method in config.pipeline.methods:
+    if method in ("none", "lix"):
+      label = "student" if method == "none" else "LIX student"
+      runs[label] = (os.path.join(workdir, "students", f"{method}_seed{seed}"),
+                     "student" if method == "none" else "distill")
+  grid = prediction_grid(student_config(config, "lix", seed, teacher_dir), workdir, runs,
+                         config.pipeline.num_predictions)
+  viz.save_png(os.path.join(workdir, "predictions", "grid.png"), grid)
+  return rows
+
+
+def run_eval(config, workdir: str, role: str, split: str | None = None) -> dict[str, Any]:
+  """Evaluates the newest good checkpoint of `workdir` on `split` (default: the test split)."""
+  model, variables = load_variables(config, workdir, role)
+  dp = loop.sharding.DataParallel(loop.sharding.make_mesh(), config.parallel.backend)
+  eval_fn = loop.make_eval_fn(dp, model, role, len(loop.class_names(config)))
+  return loop.evaluate(config, dp, eval_fn, dp.replicate(variables), split or config.data.test_split)

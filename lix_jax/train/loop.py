@@ -1,0 +1,332 @@
+"""The training and evaluation loops shared by teacher, student and distillation runs.
+
+`train(config, workdir, role)` is the one loop: build data and networks, restore the newest good
+checkpoint of `workdir` (resume) or initialise, run the jitted data-parallel step, log, evaluate,
+checkpoint (keep-N + best by validation mIoU) and stop cleanly on SIGTERM/SIGINT after the current
+step with a checkpoint. Roles: "teacher" (RGB + X, cross-entropy), "student" (RGB, cross-entropy)
+and "distill" (RGB student distilled from the frozen teacher in `distill.teacher_workdir`).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lix_jax import data as data_lib
+from lix_jax import losses
+from lix_jax import models
+from lix_jax.data import pipeline
+from lix_jax.train import checkpoint as ckpt_lib
+from lix_jax.train import metrics as metrics_lib
+from lix_jax.train import sharding, state as state_lib, steps
+
+ROLES = ("teacher", "student", "distill")
+X_CHANNELS = {"depth": 1, "disparity": 1, "normal": 3}
+
+
+class NonFiniteError(RuntimeError):
+  """Raised after `train.max_bad_steps` consecutive non-finite steps."""
+
+
+def class_names(config) -> tuple[str, ...]:
+  return tuple(data_lib.BUILDERS[config.data.name].CLASS_NAMES)
+
+
+def source(config, split: str):
+  return data_lib.get_source(config.data.name, split, data_dir=config.data.data_dir,
+                             manual_dir=config.data.root or None,
+                             builder_config=config.data.builder_config or None)
+
+
+def build_networks(config, role: str, num_classes: int, *, bn_axis_name=None):
+  """Returns (trained network, teacher or None, adapters or None) for `role`."""
+  x_channels = X_CHANNELS[config.data.x_modality]
+  teacher = models.build(config.teacher, num_classes=num_classes, x_channels=x_channels,
+                         kind="teacher", bn_axis_name=None if role == "distill" else bn_axis_name)
+  if role == "teacher":
+    return teacher, None, None
+  student = models.build(config.student, num_classes=num_classes, kind="student",
+                         bn_axis_name=bn_axis_name)
+  return student, (teacher if role == "distill" else None), None
+
+
+def _dummy_inputs(config, batch: int = 1):
+  h, w = config.data.crop_hw
+  return (jnp.zeros((batch, h, w, 3), jnp.float32),
+          jnp.zeros((batch, h, w, X_CHANNELS[config.data.x_modality]), jnp.float32))
+
+
+def _adapters_for(config, student, teacher, student_vars, teacher_vars):
+  """The ARFD adapters (1x1 convs) from the student's tap widths to the teacher's."""
+  image, x = _dummy_inputs(config)
+  _, s_taps = jax.eval_shape(functools.partial(student.apply, train=False), student_vars, image)
+  _, t_taps = jax.eval_shape(functools.partial(teacher.apply, train=False), teacher_vars, image, x)
+  taps = list(config.distill.taps)
+  missing = [t for t in taps if t not in s_taps or t not in t_taps]
+  if missing:
+    raise KeyError(f"distill.taps {missing} do not exist. Available taps are: {sorted(s_taps)}")
+  return models.networks.Adapters(out_channels={t: int(t_taps[t].shape[-1]) for t in taps}), s_taps
+
+
+def init_state(config, role: str, model, *, teacher=None, teacher_vars=None, num_steps: int):
+  """Initialises a host TrainState (and the adapters module for distillation)."""
+  # The "rbg" PRNG only for initialisation: threefry initialisers take ~3x longer to compile on
+  # CPU. The state's own rng (dropout-style randomness, if any) stays threefry.
+  init_rng, adapter_rng = jax.random.split(jax.random.key(config.seed, impl="rbg"))
+  state_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  image, x = _dummy_inputs(config)
+  inputs = (image, x) if role == "teacher" else (image,)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, *inputs)
+  params = variables["params"]
+  adapters = None
+  if role == "distill":
+    params = {"student": params}
+    spec = losses.get_method(config.distill.method)
+    if spec.uses_adapters:
+      adapters, s_taps = _adapters_for(config, model, teacher, variables, teacher_vars)
+      feats = {t: jnp.zeros(s_taps[t].shape, s_taps[t].dtype) for t in config.distill.taps}
+      params["adapters"] = jax.jit(adapters.init)(adapter_rng, feats)["params"]
+  tx = state_lib.make_optimizer(config.optim, num_steps)
+  state = state_lib.TrainState.create(params=params, batch_stats=variables.get("batch_stats", {}),
+                                      tx=tx, rng=state_rng)
+  return state, adapters
+
+
+def model_variables(state, role: str) -> dict[str, Any]:
+  params = state.params["student"] if role == "distill" else state.params
+  return {"params": params, "batch_stats": state.batch_stats}
+
+
+def restore_teacher(config, teacher, num_classes: int):
+  """Loads the frozen teacher (newest good checkpoint of `distill.teacher_workdir`)."""
+  workdir = config.distill.teacher_workdir
+  if not workdir:
+    raise ValueError("distill.teacher_workdir is empty: mode=distill needs a trained teacher "
+                     "(train one with mode=train_teacher, or use mode=pipeline)")
+  t_config = ml_collections.ConfigDict(config.to_dict())
+  t_state, _ = init_state(t_config, "teacher", teacher, num_steps=1)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, t_state)
+  restored = ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract)
+  return {"params": restored.params, "batch_stats": restored.batch_stats}
+
+
+def check_has_depth(config, split: str = "train", num_examples: int = 4) -> None:
+  """A teacher needs X: refuse datasets whose depth is missing (all 0), e.g. nuImages without maps."""
+  src = source(config, split)
+  if not any(np.any(src[i]["depth"] > 0) for i in range(min(num_examples, len(src)))):
+    raise ValueError(f"data.name={config.data.name!r} split {split!r} has no depth (all-zero depth "
+                     f"maps): a teacher needs X = {config.data.x_modality}. Add the dataset's depth "
+                     "files (see its builder) or train a student only (mode=train_student).")
+
+
+def _per_host(global_size: int, name: str) -> int:
+  if global_size % jax.process_count():
+    raise ValueError(f"{name}={global_size} is not divisible by the {jax.process_count()} processes")
+  return global_size // jax.process_count()
+
+
+def make_train_iters(config, role: str) -> dict[str, Any]:
+  """The labelled (and, for distillation with `distill.unlabeled_split`, unlabelled) iterators."""
+  common = dict(x_modality=config.data.x_modality, crop_hw=tuple(config.data.crop_hw),
+                scale_range=tuple(config.data.scale_range), flip=config.data.flip,
+                num_threads=config.data.num_threads)
+  iters = {"train": iter(pipeline.train_dataset(
+      source(config, "train"), batch_size=_per_host(config.train.batch_size, "train.batch_size"),
+      seed=config.seed, **common))}
+  if role == "distill" and config.distill.unlabeled_split:
+    iters["unlabeled"] = iter(pipeline.unlabeled_dataset(
+        source(config, config.distill.unlabeled_split),
+        batch_size=_per_host(config.distill.unlabeled_batch_size, "distill.unlabeled_batch_size"),
+        seed=config.seed + 1, **common))
+  return iters
+
+
+def next_batch(iters) -> dict[str, np.ndarray]:
+  batch = {k: v for k, v in next(iters["train"]).items() if k in ("image", "x", "label")}
+  if "unlabeled" in iters:
+    u = next(iters["unlabeled"])
+    batch["unlabeled_image"], batch["unlabeled_x"] = u["image"], u["x"]
+  return batch
+
+
+def make_eval_fn(dp: sharding.DataParallel, model, role: str, num_classes: int):
+  """The jitted data-parallel `(variables, batch) -> confusion matrix` of `model`."""
+  return dp.wrap(functools.partial(steps.eval_step, model=model, uses_x=role == "teacher",
+                                   num_classes=num_classes, axis_name=sharding.AXIS),
+                 donate_argnums=())
+
+
+def evaluate(config, dp: sharding.DataParallel, eval_fn, variables, split: str) -> dict[str, Any]:
+  """Global confusion matrix over `split` (each example once, padding masked) -> metrics."""
+  ds = pipeline.eval_dataset(source(config, split),
+                             batch_size=_per_host(config.train.eval_batch_size, "train.eval_batch_size"),
+                             x_modality=config.data.x_modality)
+  num_classes = len(class_names(config))
+  confmat = np.zeros((num_classes, num_classes), np.int64)
+  for batch in ds:
+    batch = {k: v for k, v in batch.items() if k in ("image", "x", "label", "valid")}
+    confmat += dp.fetch(eval_fn(variables, dp.shard_batch(batch))).astype(np.int64)
+  return metrics_lib.segmentation_metrics(confmat, class_names=class_names(config))
+
+
+def _check_config(config, role: str):
+  if role not in ROLES:
+    raise KeyError(f"Unknown role {role!r}. Available roles are: {ROLES}")
+  if config.data.x_modality not in X_CHANNELS:
+    raise KeyError(f"Unknown data.x_modality {config.data.x_modality!r}. "
+                   f"Available modalities are: {sorted(X_CHANNELS)}")
+  if role == "distill":
+    losses.get_method(config.distill.method)
+  for name in ("train.batch_size", "train.eval_batch_size", "distill.unlabeled_batch_size"):
+    value = config[name.split(".")[0]][name.split(".")[1]]
+    if value % jax.device_count():
+      raise ValueError(f"{name}={value} is not divisible by the {jax.device_count()} devices")
+
+
+class _StopFlag:
+  """Turns SIGTERM/SIGINT into a flag checked after every step (preemption-safe exit)."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, role: str,
+          *, num_steps: int | None = None) -> dict[str, Any]:
+  """Trains `role` in `workdir` (resuming from its newest good checkpoint) and evaluates it.
+
+  Returns:
+    {"validation": metrics, "test": metrics, "step": int, "stopped": signal name or None}.
+  """
+  _check_config(config, role)
+  num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  names = class_names(config)
+  num_classes = len(names)
+  if role in ("teacher", "distill"):
+    check_has_depth(config)
+  dp = sharding.DataParallel(sharding.make_mesh(), config.parallel.backend)
+
+  model, teacher, _ = build_networks(config, role, num_classes, bn_axis_name=sharding.AXIS)
+  # Initialisation and restoring use networks without collectives (no bound axis outside steps).
+  init_model, init_teacher, _ = build_networks(config, role, num_classes)
+  teacher_vars = restore_teacher(config, init_teacher, num_classes) if role == "distill" else None
+  state, adapters = init_state(config, role, init_model, teacher=init_teacher,
+                               teacher_vars=teacher_vars, num_steps=num_steps)
+
+  iters = make_train_iters(config, role)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       keep=config.train.keep_checkpoints)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored, start_step = checkpointer.restore_latest(abstract, data_iters=iters)
+  if restored is not None:
+    state = restored
+    logging.info("Resumed %s from step %d of %s", role, start_step, workdir)
+  start_step = int(start_step or 0)
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=1, default=list)
+
+  uses_x = role == "teacher"
+  if role == "distill":
+    step_fn = dp.wrap(functools.partial(
+        steps.distill_step, student=model, teacher=teacher, adapters=adapters,
+        method=config.distill.method, distill_cfg=config.distill.to_dict(), axis_name=sharding.AXIS))
+  else:
+    step_fn = dp.wrap(functools.partial(steps.supervised_step, model=model, uses_x=uses_x,
+                                        axis_name=sharding.AXIS))
+  eval_fn = make_eval_fn(dp, model, role, num_classes)
+  extra = (dp.replicate(teacher_vars),) if role == "distill" else ()
+  schedule = state_lib.learning_rate_schedule(config.optim, num_steps)
+  state = dp.replicate(state)
+
+  def save(step, metrics=None, force=False):
+    checkpointer.save(step, dp.unreplicate(state), data_iters=iters, config=config.to_dict(),
+                      metrics=metrics, force=force)
+
+  writer = metrics_lib.MetricWriter(workdir, is_chief=is_chief)
+  bad_steps, stopped, val_metrics = 0, None, None
+  batch_images = config.train.batch_size + (
+      config.distill.unlabeled_batch_size if "unlabeled" in iters else 0)
+  t_last, steps_since = time.perf_counter(), 0
+  bar = metrics_lib.progress(num_steps, desc=f"{role} {os.path.basename(workdir)}",
+                             initial=start_step, enabled=config.train.progress and is_chief)
+  with _StopFlag() as stop:
+    for step in range(start_step + 1, num_steps + 1):
+      batch = dp.shard_batch(next_batch(iters))
+      state, metrics = step_fn(state, batch, *extra)
+      steps_since += 1
+      bar.update(1)
+      if step % config.train.log_every == 0 or step == num_steps or stop.signal:
+        metrics = dp.fetch(metrics)
+        bad_steps = bad_steps + 1 if metrics["nonfinite"] else 0
+        elapsed = time.perf_counter() - t_last
+        scalars = {k: float(v) for k, v in metrics.items() if not k.startswith("nonfinite/")}
+        scalars.update(learning_rate=float(schedule(step - 1)),
+                       images_per_s=steps_since * batch_images / max(elapsed, 1e-9))
+        writer.write_scalars(step, scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_s']:.0f}")
+        t_last, steps_since = time.perf_counter(), 0
+        if metrics["nonfinite"]:
+          bad = [k.split("/", 1)[1] for k, v in metrics.items() if k.startswith("nonfinite/") and v]
+          logging.warning("step %d: non-finite %s; update skipped", step, bad or ["gradient"])
+          if bad_steps >= config.train.max_bad_steps:
+            raise NonFiniteError(f"{bad_steps} consecutive non-finite steps up to step {step} "
+                                 f"(terms: {bad or ['gradient']}); last good checkpoint kept in {workdir}")
+      if step % config.train.eval_every == 0 or step == num_steps:
+        val_metrics = evaluate(config, dp, eval_fn, model_variables(state, role),
+                               config.data.eval_split)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in val_metrics.items()
+                                    if np.ndim(v) == 0 and np.isfinite(v)})
+        save(step, metrics={"miou": float(val_metrics["miou"])}, force=True)
+      elif step % config.train.ckpt_every == 0:
+        save(step)
+      if stop.signal:
+        stopped = stop.signal
+        save(step, force=True)
+        logging.warning("Received %s: saved step %d in %s and stopped", stopped, step, workdir)
+        break
+  bar.close()
+  checkpointer.wait_until_finished()
+  result = {"step": int(dp.fetch(state.step)), "stopped": stopped}
+  if stopped is None:
+    result["validation"] = val_metrics
+    result["test"] = evaluate(config, dp, eval_fn, model_variables(state, role),
+                              config.data.test_split)
+    if is_chief:
+      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+        json.dump(result, f, indent=1, default=to_json)
+  writer.close()
+  checkpointer.close()
+  iters.clear()  # Iterators alive at exit print noise (STACK_FACTS §2).
+  return result
+
+
+def to_json(value):
+  """`json.dump` default for NumPy values."""
+  if isinstance(value, (np.ndarray, np.generic)):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,157 @@
+"""The data-parallel steps: 8 devices == 1 device, shard_map == pmap, non-finite guard."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from lix_jax import models
+from lix_jax.train import sharding, state as state_lib, steps
+
+NUM_CLASSES = 5
+H, W = 32, 48
+GLOBAL_BATCH = 8
+
+TEACHER = ml_collections.ConfigDict(dict(backbone="resnet18", width=0.125, fusion="intermediate",
+                                         fusion_block="gated", stem="deep", decoder_channels=8))
+STUDENT = ml_collections.ConfigDict(dict(backbone="resnet18", width=0.125, stem="deep",
+                                         decoder_channels=8))
+OPTIM = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.05, schedule="cosine",
+                                       warmup_steps=1, momentum=0.9, weight_decay=1e-4))
+DISTILL = dict(method="lix", lambda_l=1.0, lambda_f=1.0, alpha=1.0, beta=1.0, temperature=2.0,
+               controller="dynamic", kappa=2.0, sigma=1.0, mix=0.5, lambda_kr=1.0, lambda_cka=1.0,
+               kernel="linear", stride=1, taps=("stage3", "decoder"), tap_weights=(1.0, 1.0),
+               lambda_unlabeled=0.5)
+
+
+def _batches(num_steps: int, *, unlabeled: bool, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(num_steps):
+    labels = rng.integers(0, NUM_CLASSES, (GLOBAL_BATCH, H, W)).astype(np.int32)
+    # Different numbers of ignored pixels per image, so a mean of per-device means would differ.
+    for i in range(GLOBAL_BATCH):
+      labels[i, : 2 * i] = 255
+    batch = {"image": rng.normal(size=(GLOBAL_BATCH, H, W, 3)).astype(np.float32),
+             "x": rng.normal(size=(GLOBAL_BATCH, H, W, 1)).astype(np.float32), "label": labels}
+    if unlabeled:
+      batch["unlabeled_image"] = rng.normal(size=(GLOBAL_BATCH, H, W, 3)).astype(np.float32)
+      batch["unlabeled_x"] = rng.normal(size=(GLOBAL_BATCH, H, W, 1)).astype(np.float32)
+    out.append(batch)
+  return out
+
+
+def _init(model, inputs, seed=0):
+  variables = model.init(jax.random.key(seed), *inputs, train=False)
+  return variables
+
+
+def _run(step_fn, state, batches, dp, extra=()):
+  state = dp.replicate(state)
+  extra = tuple(dp.replicate(e) for e in extra)
+  losses = []
+  for batch in batches:
+    state, metrics = step_fn(state, dp.shard_batch(batch), *extra)
+    losses.append(float(dp.fetch(metrics)["loss"]))
+  return np.asarray(losses), dp.fetch(state) if dp.backend == "shard_map" else jax.tree.map(
+      lambda x: np.asarray(x)[0], state)
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _supervised_setup(kind: str):
+  build = functools.partial(models.build, TEACHER if kind == "teacher" else STUDENT,
+                            num_classes=NUM_CLASSES, x_channels=1, kind=kind)
+  image, x = jnp.zeros((1, H, W, 3)), jnp.zeros((1, H, W, 1))
+  variables = _init(build(), (image, x) if kind == "teacher" else (image,))
+  state = state_lib.TrainState.create(params=variables["params"],
+                                      batch_stats=variables["batch_stats"],
+                                      tx=state_lib.make_optimizer(OPTIM, 3), rng=jax.random.key(1))
+  return build, state
+
+
+@pytest.mark.parametrize("kind", ["teacher"])
+def test_supervised_step_8_devices_equals_1_device(kind):
+  build, state = _supervised_setup(kind)
+  batches = _batches(3, unlabeled=False)
+  uses_x = kind == "teacher"
+  one = sharding.DataParallel(sharding.make_mesh(jax.devices()[:1]))
+  eight = sharding.DataParallel(sharding.make_mesh(jax.devices()[:8]))
+  assert eight.num_devices == 8
+  step_1 = one.wrap(functools.partial(steps.supervised_step, model=build(bn_axis_name="data"),
+                                      uses_x=uses_x))
+  step_8 = eight.wrap(functools.partial(steps.supervised_step, model=build(bn_axis_name="data"),
+                                        uses_x=uses_x))
+  losses_1, final_1 = _run(step_1, state, batches, one)
+  losses_8, final_8 = _run(step_8, state, batches, eight)
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
+  assert losses_1[2] != losses_1[0]  # The steps really trained.
+  _assert_trees_close(final_8.params, final_1.params)
+  _assert_trees_close(final_8.batch_stats, final_1.batch_stats)
+  assert int(final_8.step) == 3
+
+
+def test_student_step_pmap_equals_shard_map():
+  build, state = _supervised_setup("student")
+  batches = _batches(2, unlabeled=False, seed=3)
+  results = {}
+  for backend in sharding.BACKENDS:
+    dp = sharding.DataParallel(sharding.make_mesh(), backend)
+    step = dp.wrap(functools.partial(steps.supervised_step, model=build(bn_axis_name="data"),
+                                     uses_x=False))
+    results[backend] = _run(step, state, batches, dp)
+  np.testing.assert_allclose(results["pmap"][0], results["shard_map"][0], rtol=1e-6)
+  _assert_trees_close(results["pmap"][1].params, results["shard_map"][1].params)
+
+
+def _distill_setup():
+  teacher = models.build(TEACHER, num_classes=NUM_CLASSES, x_channels=1, kind="teacher")
+  student = functools.partial(models.build, STUDENT, num_classes=NUM_CLASSES, kind="student")
+  image, x = jnp.zeros((1, H, W, 3)), jnp.zeros((1, H, W, 1))
+  t_vars = _init(teacher, (image, x), seed=5)
+  s_vars = _init(student(), (image,), seed=6)
+  t_taps = jax.eval_shape(lambda v: teacher.apply(v, image, x, train=False)[1], t_vars)
+  s_taps = jax.eval_shape(lambda v: student().apply(v, image, train=False)[1], s_vars)
+  adapters = models.Adapters(out_channels={t: t_taps[t].shape[-1] for t in DISTILL["taps"]})
+  a_params = adapters.init(jax.random.key(7), {t: jnp.zeros(s_taps[t].shape) for t in DISTILL["taps"]})
+  state = state_lib.TrainState.create(
+      params={"student": s_vars["params"], "adapters": a_params["params"]},
+      batch_stats=s_vars["batch_stats"], tx=state_lib.make_optimizer(OPTIM, 3), rng=jax.random.key(1))
+  return teacher, student, adapters, t_vars, state
+
+
+def test_distill_step_with_unlabeled_frames_8_devices_equals_1_device():
+  teacher, student, adapters, t_vars, state = _distill_setup()
+  batches = _batches(3, unlabeled=True, seed=1)
+  out = {}
+  for n in (1, 8):
+    dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:n]))
+    step = dp.wrap(functools.partial(
+        steps.distill_step, student=student(bn_axis_name="data"), teacher=teacher,
+        adapters=adapters, method="lix", distill_cfg=DISTILL))
+    out[n] = _run(step, state, batches, dp, extra=(t_vars,))
+  np.testing.assert_allclose(out[8][0], out[1][0], rtol=1e-5)
+  _assert_trees_close(out[8][1].params, out[1][1].params)
+
+
+def test_nonfinite_step_leaves_state_unchanged_and_names_the_term():
+  build, state = _supervised_setup("student")
+  batch = _batches(1, unlabeled=False)[0]
+  batch["image"][0, 0, 0, 0] = np.nan
+  dp = sharding.DataParallel(sharding.make_mesh())
+  step = dp.wrap(functools.partial(steps.supervised_step, model=build(bn_axis_name="data"),
+                                   uses_x=False))
+  before = jax.tree.map(np.asarray, state)
+  after, metrics = step(dp.replicate(state), dp.shard_batch(batch))
+  metrics, after = dp.fetch(metrics), dp.fetch(after)
+  assert metrics["nonfinite"] == 1 and metrics["nonfinite/ce"] == 1
+  _assert_trees_close(after.params, before.params, rtol=0, atol=0)
+  assert int(after.step) == 0
