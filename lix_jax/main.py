@@ -59,6 +59,12 @@ def main(argv):
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
 
   from lix_jax.train import sharding
+  # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
+  # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
+  cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
+  if cache_dir:
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   try:
     sharding.initialize_distributed(config.parallel)
     logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),

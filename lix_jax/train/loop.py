@@ -43,9 +43,17 @@ def class_names(config) -> tuple[str, ...]:
 
 
 def source(config, split: str):
-  return data_lib.get_source(config.data.name, split, data_dir=config.data.data_dir,
-                             manual_dir=config.data.root or None,
-                             builder_config=config.data.builder_config or None)
+  """The split's random-access source; on several processes, process 0 builds the files first."""
+  get = functools.partial(data_lib.get_source, config.data.name, split,
+                          data_dir=config.data.data_dir, manual_dir=config.data.root or None,
+                          builder_config=config.data.builder_config or None)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    if jax.process_index() == 0:
+      get()
+    # Everybody waits until the ArrayRecord files exist (no concurrent writers on a shared disk).
+    multihost_utils.sync_global_devices(f"lix_jax data {config.data.name} {split}")
+  return get()
 
 
 def build_networks(config, role: str, num_classes: int, *, bn_axis_name=None):

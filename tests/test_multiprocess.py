@@ -1,0 +1,59 @@
+"""Two processes x 2 CPU devices on 127.0.0.1 (launch/local_multiprocess.sh) == one process x 4."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lix_jax import data as data_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 3
+
+
+def _args(workdir, data_dir):
+  return ["--config=configs/synthetic.py:tiny", f"--workdir={workdir}", "--config.mode=train_teacher",
+          f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={STEPS}",
+          "--config.train.log_every=1", f"--config.train.eval_every={STEPS}"]
+
+
+def _logged(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  train = [r for r in rows if "loss" in r]
+  evals = [r for r in rows if "eval/miou" in r]
+  return train, evals
+
+
+@pytest.mark.slow
+def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
+  data_dir = tmp_path / "data"
+  data_lib.get_source("synthetic_driving", "train", data_dir=str(data_dir), builder_config="tiny")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", LIX_JAX_CACHE="")
+  one = subprocess.run(
+      [sys.executable, "-m", "lix_jax.main", *_args(tmp_path / "one", data_dir)], cwd=REPO,
+      env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+      capture_output=True, text=True, timeout=900)
+  assert one.returncode == 0, one.stderr[-4000:]
+  multi = subprocess.run(
+      ["bash", "launch/local_multiprocess.sh", "2", "2", "--", sys.executable, "-m", "lix_jax.main",
+       *_args(tmp_path / "two", data_dir)], cwd=REPO, env=dict(env, LOG_DIR=str(tmp_path)),
+      capture_output=True, text=True, timeout=900)
+  logs = "\n".join(open(tmp_path / f"lix_process_{i}.log").read()[-3000:] for i in range(2))
+  assert multi.returncode == 0, logs
+  train_1, eval_1 = _logged(tmp_path / "one")
+  train_2, eval_2 = _logged(tmp_path / "two")
+  assert [r["step"] for r in train_2] == list(range(1, STEPS + 1))
+  for key in ("loss", "l2_params", "l2_grads"):
+    np.testing.assert_allclose([r[key] for r in train_2], [r[key] for r in train_1], rtol=1e-5,
+                               err_msg=key)
+  # The evaluation (each example once over both hosts, confusion matrices psum-ed) agrees too, up
+  # to the argmax of a few pixels whose logits differ by float32 summation order.
+  np.testing.assert_allclose(eval_2[-1]["eval/miou"], eval_1[-1]["eval/miou"], atol=1e-4)
+  # Only process 0 writes the logs; both processes saved their own iterator positions.
+  step_dir = tmp_path / "two" / "checkpoints" / str(STEPS) / "data_train"
+  assert sorted(f for f in os.listdir(step_dir) if f.startswith("process_")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
