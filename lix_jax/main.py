@@ -6,7 +6,9 @@ r"""lix_jax command line: one entry point, modes chosen by `--config.mode`.
 Modes: train_teacher, train_student, distill (needs --config.distill.teacher_workdir), eval,
 predict (a folder of images -> colourised PNGs), pipeline (teacher -> students -> results).
 Bad input (data files, config keys and values) ends with one line naming what is wrong and exit
-status 2; `--traceback` shows the full stack instead.
+status 2; a run stopped by non-finite losses (`train.max_bad_steps`) with one line naming the loss
+term and exit status 3; `--traceback` shows the full stack instead. SIGTERM/SIGINT finish the
+current step, save a checkpoint and exit 0 with one line saying where; rerun the command to resume.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def main(argv):
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
 
   from lix_jax.train import sharding
+  from lix_jax.train.loop import NonFiniteError, Preempted
   # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
   # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
   cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
@@ -73,6 +76,14 @@ def main(argv):
     if config.mode not in modes:
       raise KeyError(f"Unknown mode {config.mode!r}. Available modes are: {sorted(modes)}")
     result = modes[config.mode](config, os.path.abspath(workdir))
+  except Preempted as e:
+    print(f"lix_jax: {e}")  # Not an error: the checkpoint is saved, rerunning resumes.
+    return
+  except NonFiniteError as e:
+    if _TRACEBACK.value:
+      raise
+    print(f"lix_jax: error: NonFiniteError: {e}", file=sys.stderr)
+    sys.exit(3)
   except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:
     if _TRACEBACK.value:
       raise

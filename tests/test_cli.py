@@ -48,7 +48,8 @@ def test_tiny_pipeline_writes_every_output(tiny_pipeline):
     assert r["regime"] == "unlabeled" and r["x_modality"] == "depth"
   assert "| student | lix |" in (workdir / "results.md").read_text()
   assert (workdir / "results.png").stat().st_size > 0
-  assert (workdir / "predictions" / "grid.png").stat().st_size > 0
+  for picture in ("predictions/grid.png", "cka.png", "dwc_weights.png", "training_curves.png"):
+    assert (workdir / picture).stat().st_size > 0, picture
   for run in ["teacher", "students/none_seed0", "students/lix_seed0"]:
     run_dir = workdir / run
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,7 +1,6 @@
 """Tests of lix_jax.data.pipeline on fake in-memory sources with recognisable patterns."""
 from __future__ import annotations
 
-import itertools
 
 import jax
 import numpy as np

@@ -39,7 +39,7 @@ an infinite stream. Eval: the example list is padded to a multiple of n·B with 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import grain
 import jax

@@ -8,24 +8,19 @@ run lives in its own sub-workdir, so an interrupted pipeline resumes where it st
 from __future__ import annotations
 
 import csv
-import functools
-import glob
 import json
 import logging
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from PIL import Image
 
 from lix_jax import viz
-from lix_jax.data import pipeline
 from lix_jax.train import checkpoint as ckpt_lib
-from lix_jax.train import loop
+from lix_jax.train import loop, report
 
 RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
 
@@ -101,34 +96,6 @@ def load_variables(config, workdir: str, role: str):
   return model, loop.model_variables(state, role)
 
 
-def _predict_fn(model, variables, uses_x: bool):
-  @jax.jit
-  def predict(image, x):
-    inputs = (image, x) if uses_x else (image,)
-    logits, _ = model.apply(variables, *inputs, train=False)
-    return jnp.argmax(logits, -1)
-  return predict
-
-
-def prediction_grid(config, workdir: str, runs: dict[str, tuple[str, str]], num: int) -> np.ndarray:
-  """Test-split grid: RGB | X | ground truth | one column per run (name -> (workdir, role))."""
-  batch = next(iter(pipeline.eval_dataset(loop.source(config, config.data.test_split),
-                                          batch_size=num, x_modality=config.data.x_modality)))
-  raw = loop.source(config, config.data.test_split)
-  preds = {}
-  for name, (run_dir, role) in runs.items():
-    model, variables = load_variables(config, run_dir, role)
-    preds[name] = np.asarray(_predict_fn(model, variables, role == "teacher")(batch["image"], batch["x"]))
-  rows = []
-  for i in range(num):
-    example = raw[i]
-    row = {"RGB": example["image"], "X": viz.x_to_rgb(batch["x"][i], config.data.x_modality),
-           "ground truth": viz.colorize(np.asarray(batch["label"][i]))}
-    row.update({name: viz.colorize(p[i]) for name, p in preds.items()})
-    rows.append(row)
-  return viz.prediction_grid(rows, list(rows[0]))
-
-
 def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
   os.makedirs(workdir, exist_ok=True)
   for split in ("train", config.data.eval_split, config.data.test_split):
@@ -150,14 +117,13 @@ def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
       [{"method": f"{r['model']}:{r['method']}", "miou": r["miou"]} for r in rows]))
   runs = {"teacher": (teacher_dir, "teacher")}
   seed = config.pipeline.seeds[0]
+  columns = {"none": ("student", "student"), "lix": ("LIX student", "distill")}
   for method in config.pipeline.methods:
-    if method in ("none", "lix"):
-      label = "student" if method == "none" else "LIX student"
-      runs[label] = (os.path.join(workdir, "students", f"{method}_seed{seed}"),
-                     "student" if method == "none" else "distill")
-  grid = prediction_grid(student_config(config, "lix", seed, teacher_dir), workdir, runs,
-                         config.pipeline.num_predictions)
-  viz.save_png(os.path.join(workdir, "predictions", "grid.png"), grid)
+    if method in columns:
+      label, role = columns[method]
+      runs[label] = (os.path.join(workdir, "students", f"{method}_seed{seed}"), role)
+  report.write_report(student_config(config, "lix", seed, teacher_dir), workdir, runs,
+                      config.pipeline.num_predictions)
   return rows
 
 

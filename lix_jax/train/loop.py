@@ -38,6 +38,19 @@ class NonFiniteError(RuntimeError):
   """Raised after `train.max_bad_steps` consecutive non-finite steps."""
 
 
+class Preempted(Exception):
+  """Raised by `train` after SIGTERM/SIGINT, once the current step is done and checkpointed.
+
+  An exception rather than a return value, so that callers that go on (the pipeline's next
+  student) stop too; `main` turns it into one line and exit status 0. Rerun to resume.
+  """
+
+  def __init__(self, signal_name: str, step: int, checkpoint_dir: str):
+    super().__init__(f"stopped by {signal_name} after step {step}; checkpoint saved in "
+                     f"{checkpoint_dir}; rerun the same command to resume")
+    self.signal_name, self.step, self.checkpoint_dir = signal_name, step, checkpoint_dir
+
+
 def class_names(config) -> tuple[str, ...]:
   return tuple(data_lib.BUILDERS[config.data.name].CLASS_NAMES)
 
@@ -53,7 +66,19 @@ def source(config, split: str):
       get()
     # Everybody waits until the ArrayRecord files exist (no concurrent writers on a shared disk).
     multihost_utils.sync_global_devices(f"lix_jax data {config.data.name} {split}")
-  return get()
+  src = get()
+  # Reading the first and last records finds truncated or garbled files now, with their names,
+  # rather than as a reader error in a data thread at some later step.
+  try:
+    for i in sorted({0, len(src) - 1} if len(src) else set()):
+      src[i]
+  except Exception as e:  # noqa: BLE001  (any reader error means the same thing: broken files)
+    info = getattr(src, "dataset_info", None)
+    files = ([str(f) for f in info.splits[split].filepaths] if info is not None
+             else [os.path.join(config.data.data_dir, config.data.name)])
+    raise ValueError(f"{', '.join(files)}: split {split!r} of {config.data.name} cannot be read "
+                     f"({type(e).__name__}: {e}); delete these files to rebuild them") from e
+  return src
 
 
 def build_networks(config, role: str, num_classes: int, *, bn_axis_name=None):
@@ -221,12 +246,47 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+def _keep_log_until(path: str, last_step: int) -> None:
+  """Drops the lines of `metrics.jsonl` after `last_step` (and any torn last line).
+
+  A resumed run redoes the steps after its checkpoint; without this they would be logged twice
+  (a crash or a skipped corrupt checkpoint leaves lines newer than the step resumed from).
+  """
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        if int(json.loads(line)["step"]) <= last_step:
+          kept.append(line)
+      except (ValueError, KeyError, TypeError):
+        pass  # A line torn by a kill mid-write.
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def _set_aside(checkpoint_dir: str, steps: list[int]) -> None:
+  """Moves skipped (unrestorable) steps out of `checkpoint_dir` so that they are saved anew."""
+  aside = checkpoint_dir + "_skipped"
+  os.makedirs(aside, exist_ok=True)
+  for s in steps:
+    target = os.path.join(aside, f"{s}.{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(os.path.join(checkpoint_dir, str(s)), target)
+    logging.warning("Moved the unrestorable checkpoint step %d to %s", s, target)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, role: str,
           *, num_steps: int | None = None) -> dict[str, Any]:
   """Trains `role` in `workdir` (resuming from its newest good checkpoint) and evaluates it.
 
   Returns:
-    {"validation": metrics, "test": metrics, "step": int, "stopped": signal name or None}.
+    {"validation": metrics, "test": metrics, "step": int}.
+
+  Raises:
+    Preempted: after SIGTERM/SIGINT, once the step is done and checkpointed.
+    NonFiniteError: after `train.max_bad_steps` consecutive non-finite steps (skipped updates).
   """
   _check_config(config, role)
   num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
@@ -246,15 +306,26 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
                                teacher_vars=teacher_vars, num_steps=num_steps)
 
   iters = make_train_iters(config, role)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       keep=config.train.keep_checkpoints)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   restored, start_step = checkpointer.restore_latest(abstract, data_iters=iters)
+  start_step = int(start_step or 0)
   if restored is not None:
     state = restored
     logging.info("Resumed %s from step %d of %s", role, start_step, workdir)
-  start_step = int(start_step or 0)
+  newer_bad = [s for s, _ in checkpointer.skipped if s > start_step]
+  if newer_bad:
+    # Otherwise the bad steps would block the saves of these steps (existing steps are kept).
+    if is_chief:
+      _set_aside(ckpt_dir, newer_bad)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+      multihost_utils.sync_global_devices("lix_jax set aside bad checkpoints")
+    checkpointer.close()
+    checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   if is_chief:
+    _keep_log_until(os.path.join(workdir, "metrics.jsonl"), start_step)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=1, default=list)
 
@@ -275,61 +346,87 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
     checkpointer.save(step, dp.unreplicate(state), data_iters=iters, config=config.to_dict(),
                       metrics=metrics, force=force)
 
+  bad_steps = 0
+
+  def check_finite(step, flags):
+    """Counts consecutive skipped (non-finite) steps; raises after `train.max_bad_steps`."""
+    nonlocal bad_steps
+    flags = dp.fetch(flags)
+    if not flags["nonfinite"]:
+      bad_steps = 0
+      return
+    bad_steps += 1
+    bad = [k.split("/", 1)[1] for k, v in flags.items() if k.startswith("nonfinite/") and v]
+    bad = bad or ["gradient"]
+    logging.warning("step %d: non-finite %s; update skipped (%d consecutive)", step, bad, bad_steps)
+    if bad_steps >= config.train.max_bad_steps:
+      raise NonFiniteError(
+          f"non-finite {', '.join(bad)} at {bad_steps} consecutive steps up to step {step} "
+          f"(train.max_bad_steps={config.train.max_bad_steps}); updates were skipped, the last "
+          f"good checkpoint is in {ckpt_dir}")
+
   writer = metrics_lib.MetricWriter(workdir, is_chief=is_chief)
-  bad_steps, stopped, val_metrics = 0, None, None
+  val_metrics, pending = None, None
   batch_images = config.train.batch_size + (
       config.distill.unlabeled_batch_size if "unlabeled" in iters else 0)
   t_last, steps_since = time.perf_counter(), 0
   bar = metrics_lib.progress(num_steps, desc=f"{role} {os.path.basename(workdir)}",
                              initial=start_step, enabled=config.train.progress and is_chief)
-  with _StopFlag() as stop:
-    for step in range(start_step + 1, num_steps + 1):
-      batch = dp.shard_batch(next_batch(iters))
-      state, metrics = step_fn(state, batch, *extra)
-      steps_since += 1
-      bar.update(1)
-      if step % config.train.log_every == 0 or step == num_steps or stop.signal:
-        metrics = dp.fetch(metrics)
-        bad_steps = bad_steps + 1 if metrics["nonfinite"] else 0
-        elapsed = time.perf_counter() - t_last
-        scalars = {k: float(v) for k, v in metrics.items() if not k.startswith("nonfinite/")}
-        scalars.update(learning_rate=float(schedule(step - 1)),
-                       images_per_s=steps_since * batch_images / max(elapsed, 1e-9))
-        writer.write_scalars(step, scalars)
-        bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_s']:.0f}")
-        t_last, steps_since = time.perf_counter(), 0
-        if metrics["nonfinite"]:
-          bad = [k.split("/", 1)[1] for k, v in metrics.items() if k.startswith("nonfinite/") and v]
-          logging.warning("step %d: non-finite %s; update skipped", step, bad or ["gradient"])
-          if bad_steps >= config.train.max_bad_steps:
-            raise NonFiniteError(f"{bad_steps} consecutive non-finite steps up to step {step} "
-                                 f"(terms: {bad or ['gradient']}); last good checkpoint kept in {workdir}")
-      if step % config.train.eval_every == 0 or step == num_steps:
-        val_metrics = evaluate(config, dp, eval_fn, model_variables(state, role),
-                               config.data.eval_split)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in val_metrics.items()
-                                    if np.ndim(v) == 0 and np.isfinite(v)})
-        save(step, metrics={"miou": float(val_metrics["miou"])}, force=True)
-      elif step % config.train.ckpt_every == 0:
-        save(step)
+  try:
+    with _StopFlag() as stop:
+      for step in range(start_step + 1, num_steps + 1):
+        batch = dp.shard_batch(next_batch(iters))
+        state, metrics = step_fn(state, batch, *extra)
+        # The previous step's finiteness is read one step late, so the host never waits for the
+        # device here (the dispatched step overlaps with the check).
+        if pending is not None:
+          check_finite(*pending)
+        pending = (step, {k: v for k, v in metrics.items() if k.startswith("nonfinite")})
+        stopping = stop.signal  # Read once: a signal arriving later is handled after the next step.
+        steps_since += 1
+        bar.update(1)
+        if step % config.train.log_every == 0 or step == num_steps or stopping:
+          metrics = dp.fetch(metrics)
+          elapsed = time.perf_counter() - t_last
+          scalars = {k: float(v) for k, v in metrics.items() if not k.startswith("nonfinite/")}
+          scalars.update(learning_rate=float(schedule(step - 1)),
+                         images_per_s=steps_since * batch_images / max(elapsed, 1e-9))
+          writer.write_scalars(step, scalars)
+          bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_s']:.0f}")
+          t_last, steps_since = time.perf_counter(), 0
+        if step % config.train.eval_every == 0 or step == num_steps:
+          val_metrics = evaluate(config, dp, eval_fn, model_variables(state, role),
+                                 config.data.eval_split)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in val_metrics.items()
+                                      if np.ndim(v) == 0 and np.isfinite(v)})
+          save(step, metrics={"miou": float(val_metrics["miou"])}, force=True)
+        elif step % config.train.ckpt_every == 0:
+          save(step)
+        if stopping:
+          save(step, force=True)
+          checkpointer.wait_until_finished()
+          logging.warning("Received %s: saved step %d in %s and stopped", stopping, step, ckpt_dir)
+          raise Preempted(stopping, step, os.path.join(ckpt_dir, str(step)))
+      if pending is not None:
+        check_finite(*pending)
+      bar.close()
+      checkpointer.wait_until_finished()
+      result = {"step": int(dp.fetch(state.step))}
+      result["validation"] = val_metrics
+      result["test"] = evaluate(config, dp, eval_fn, model_variables(state, role),
+                                config.data.test_split)
+      if is_chief:
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+          json.dump(result, f, indent=1, default=to_json)
       if stop.signal:
-        stopped = stop.signal
-        save(step, force=True)
-        logging.warning("Received %s: saved step %d in %s and stopped", stopped, step, workdir)
-        break
-  bar.close()
-  checkpointer.wait_until_finished()
-  result = {"step": int(dp.fetch(state.step)), "stopped": stopped}
-  if stopped is None:
-    result["validation"] = val_metrics
-    result["test"] = evaluate(config, dp, eval_fn, model_variables(state, role),
-                              config.data.test_split)
-    if is_chief:
-      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-        json.dump(result, f, indent=1, default=to_json)
-  writer.close()
-  checkpointer.close()
-  iters.clear()  # Iterators alive at exit print noise (STACK_FACTS §2).
+        # After the last step (saved with its evaluation): the run is complete, but a caller
+        # such as the pipeline must not start the next run.
+        raise Preempted(stop.signal, num_steps, os.path.join(ckpt_dir, str(num_steps)))
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()  # Waits for a save in flight: a finished save is never lost.
+    iters.clear()  # Iterators alive at exit print noise (STACK_FACTS §2).
   return result
 
 
