@@ -52,6 +52,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without `pip in
 from lix_jax import data as data_lib  # noqa: E402
 from lix_jax import losses, models  # noqa: E402
 from lix_jax.data import pipeline  # noqa: E402
+from lix_jax.losses import feature  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
 from lix_jax.train import sharding, state as state_lib, steps  # noqa: E402
 
@@ -215,7 +216,8 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters):
   labels = jnp.asarray(batch["label"])
   dwld = losses.LOGIT_LOSSES["dwld"]
 
-  def dwld_loss(s_l, s_u):
+  # Teacher logits and labels are arguments, not closed-over constants (XLA would fold them).
+  def dwld_loss(s_l, s_u, t_l, t_u, labels):
     loss = dwld(s_l, t_l, labels, cfg=cfg, axis_name=None)[0]
     if n_unl:
       targets = losses.teacher_targets(t_u, jnp.ones(t_u.shape[:-1], bool))
@@ -223,7 +225,8 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters):
     return loss
 
   dwld_grad = jax.jit(jax.value_and_grad(dwld_loss, argnums=(0, 1)))
-  record("DWLD + grad (step's logits)", lambda: dwld_grad(s_l, s_u), n_lab + n_unl)
+  record("DWLD + grad (step's logits)", lambda: dwld_grad(s_l, s_u, t_l, t_u, labels),
+         n_lab + n_unl)
 
   # ARFD alone: feature loss + grad on adapted taps of the step's shapes (all B + U images).
   _, (_, t_taps) = networks.abstract_init(b.teacher, b.hw, n_lab + n_unl)
@@ -231,8 +234,16 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters):
   a_feats = {t: jnp.asarray(rng.normal(size=t_taps[t].shape), jnp.float32) for t in taps}
   t_feats = {t: jnp.asarray(rng.normal(size=t_taps[t].shape), jnp.float32) for t in taps}
   arfd_grad = jax.jit(jax.value_and_grad(
-      lambda a: losses.feature_distill_loss("arfd", a, t_feats, cfg=cfg, axis_name=None)[0]))
-  record("ARFD + grad (step's taps)", lambda: arfd_grad(a_feats), n_lab + n_unl)
+      lambda a, t: losses.feature_distill_loss("arfd", a, t, cfg=cfg, axis_name=None)[0]))
+  record("ARFD + grad (step's taps)", lambda: arfd_grad(a_feats, t_feats), n_lab + n_unl)
+  # Diagnostic: the same ARFD with a smaller kernel-regression block (cache-sized on CPU).
+  kw = {k: cfg[k] for k in ("sigma", "mix", "lambda_kr", "lambda_cka", "kernel", "stride",
+                            "cka_max_pixels")}
+  weights = cfg.get("tap_weights") or [1.0] * len(taps)
+  arfd_256 = jax.jit(jax.value_and_grad(lambda a, t: sum(
+      w * feature.arfd_loss(a[k], t[k], block_size=256, **kw)[0] for k, w in zip(taps, weights))))
+  record("ARFD + grad, KR block_size=256 (diagnostic)", lambda: arfd_256(a_feats, t_feats),
+         n_lab + n_unl)
   return timings, rows
 
 
@@ -263,10 +274,12 @@ def loop_throughput(b: Bench, dp, n_lab, n_unl, num_steps, warmup):
     for _ in range(warmup):  # compile (cached from the component table) and fill prefetch
       state, metrics = step(state, dp.shard_batch(next_batch()), t_vars)
     jax.block_until_ready(metrics)
+    # Steady state, past the prefetch buffer: several times the loop's number of batches.
+    data_batches = 3 * num_steps + 8
     t0 = time.perf_counter()
-    for _ in range(num_steps):
+    for _ in range(data_batches):
       next_batch()
-    data_s = time.perf_counter() - t0
+    data_s = (time.perf_counter() - t0) * num_steps / data_batches
     t0 = time.perf_counter()
     for _ in range(num_steps):  # as in loop.train: no sync per step
       state, metrics = step(state, dp.shard_batch(next_batch()), t_vars)

@@ -67,7 +67,7 @@ def resize_mask(valid_mask: Array | None, shape: tuple[int, int, int]) -> Array:
 
 def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, mix: float,
                    stride: int = 1, valid_mask: Array | None = None,
-                   block_size: int = 1024) -> Array:
+                   block_size: int = 256) -> Array:
   """Recalibrated teacher target T~ = (1 - mix) T + mix R (§2.4), per image.
 
   R_i = kernel_regression(queries=A_i, keys=T_j, values=T_j) with the Laplace kernel on
@@ -78,7 +78,8 @@ def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, 
     student_feats: `[B, h, w, C]` adapter outputs A. teacher_feats: `[B, h, w, C]` T.
     sigma: Laplace bandwidth. mix: mu in [0, 1]; a Python 0 returns T without any regression.
     stride: key subsampling stride. valid_mask: `[B, H', W']` bool or None.
-    block_size: kernel-regression block size.
+    block_size: kernel-regression block size (queries and keys per block). 256 keeps the blocks
+      in cache on CPU and wastes little padding at the taps' sizes (4x faster than 1024 at 768 px).
   Returns:
     `[B, h, w, C]` float32 target (the teacher enters through stop_gradient; A does not).
 
@@ -168,7 +169,7 @@ def arfd_loss(student_feats: Array, teacher_feats: Array, *, sigma: float = 1.0,
               mix: float = 0.5, lambda_kr: float = 1.0, lambda_cka: float = 1.0,
               kernel: str = "linear", stride: int = 1, cka_max_pixels: int = 1024,
               valid_mask: Array | None = None, axis_name: str | None = None,
-              block_size: int = 1024) -> tuple[Array, dict[str, Array]]:
+              block_size: int = 256) -> tuple[Array, dict[str, Array]]:
   """ARFD at one tap: lambda_kr * L_KR + lambda_cka * L_CKA (§2.4).
 
   L_KR = mean over (images, valid pixels) of ||A_i - sg(T~_i)||^2 / C, T~ from `kr_recalibrate`.
