@@ -114,3 +114,21 @@ def test_nuimages_missing_image_names_the_file(tmp_path):
   os.remove(path)
   with pytest.raises(ValueError, match=re.escape(path)):
     get_source("nuimages", "train", data_dir=str(tmp_path / "d"), manual_dir=root)
+
+
+def test_teacher_on_nuimages_without_depth_is_a_config_error(tmp_path):
+  import importlib.util
+  from lix_jax.train import loop
+  root = str(tmp_path / "root")
+  fx.write_nuimages(root, "v1.0-mini", 6, seed=3)
+  spec = importlib.util.spec_from_file_location(
+      "nuimages_config", os.path.join(os.path.dirname(__file__), "..", "configs", "nuimages.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.root, config.data.data_dir, config.data.builder_config = root, str(tmp_path / "d"), "mini"
+  with pytest.raises(ValueError, match="nuimages.*no depth.*teacher"):
+    loop.check_has_depth(config)
+  fx.write_nuimages(str(tmp_path / "root_depth"), "v1.0-mini", 6, seed=3, depth=True)
+  config.data.root, config.data.data_dir = str(tmp_path / "root_depth"), str(tmp_path / "d2")
+  loop.check_has_depth(config)  # With user-made depth maps a teacher is fine.

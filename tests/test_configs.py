@@ -1,0 +1,73 @@
+"""Every shipped config and sweep resolves: names in registries, keys that exist, taps that exist."""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from lix_jax import data as data_lib
+from lix_jax import losses, models
+from lix_jax.data import geometry
+from lix_jax.models.networks import TAP_STRIDES
+from lix_jax import sweep
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _configs():
+  out = []
+  for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
+    module = _load(path)
+    presets = ("", "tiny", "labeled") if path.endswith("synthetic.py") else (None,)
+    for preset in presets:
+      name = f"{os.path.basename(path)}:{preset}" if preset is not None else os.path.basename(path)
+      out.append(pytest.param(module, preset, id=name))
+  return out
+
+
+@pytest.mark.parametrize("module,preset", _configs())
+def test_config_names_resolve(module, preset):
+  c = module.get_config(preset) if preset is not None else module.get_config()
+  assert c.data.name in data_lib.BUILDERS
+  assert c.data.x_modality in geometry.MODALITIES
+  x_channels = geometry.MODALITIES[c.data.x_modality]
+  models.build(c.teacher, num_classes=19, x_channels=x_channels, kind="teacher")
+  models.build(c.student, num_classes=19, kind="student")
+  for method in (c.distill.method, *c.pipeline.methods):
+    losses.get_method(method)
+  losses.get_controller(c.distill.controller)
+  assert set(c.distill.taps) <= set(TAP_STRIDES), c.distill.taps
+  assert len(c.distill.tap_weights) == len(c.distill.taps)
+  assert c.parallel.backend in ("shard_map", "pmap")
+  assert c.mode in ("train_teacher", "train_student", "distill", "eval", "predict", "pipeline")
+  for size in (c.train.batch_size, c.train.eval_batch_size, c.distill.unlabeled_batch_size):
+    assert size % 8 == 0, "global batch sizes should split over 8 devices"
+
+
+def test_unknown_preset_lists_the_valid_ones():
+  with pytest.raises(KeyError, match="tiny"):
+    _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("huge")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "sweeps", "*.py"))))
+def test_sweep_overrides_name_existing_keys(path):
+  base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
+  for entry in sweep.load_sweep(path):
+    c = sweep.apply_overrides(base, entry)
+    losses.get_method(c.distill.method)
+    losses.get_controller(c.distill.controller)
+
+
+def test_sweep_override_of_a_missing_key_is_named():
+  base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
+  with pytest.raises(KeyError, match="distill.kapa"):
+    sweep.apply_overrides(base, {"name": "x", "distill.kapa": 1.0})
