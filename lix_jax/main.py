@@ -61,7 +61,7 @@ def main(argv):
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
 
   from lix_jax.train import sharding
-  from lix_jax.train.loop import NonFiniteError, Preempted
+  from lix_jax.train.reliability import NonFiniteError, Preempted
   # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
   # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
   cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
@@ -97,5 +97,27 @@ def main(argv):
     print(f"{split} mIoU {100 * metrics['miou']:.2f} %  pixel acc {100 * metrics['pixel_acc']:.2f} %")
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with config errors that absl lets through as a traceback (an unknown
+  `--config.<key>`, an unknown preset, a config file that raises) as one line and exit status 2."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError, ValueError, TypeError) as e:
+    if any(a in ("--traceback", "--traceback=true", "--traceback=True") for a in argv):
+      raise
+    # ml_collections wraps the KeyError of an unknown key (with a "Did you mean") in an AttributeError.
+    cause = e
+    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], Exception):
+      cause = e.args[0]
+    message = str(cause.args[0] if isinstance(cause, KeyError) and cause.args else cause)
+    name = message.split("\n", 1)[0].strip("'\"")  # The unknown key, for an unknown key.
+    flags_named = [a.split("=", 1)[0] for a in argv[1:]
+                   if a.startswith("--config") and name and name in a.split("=", 1)[0]]
+    where = f"{flags_named[0]}: " if flags_named else ""
+    print(f"lix_jax: error: {where}{type(cause).__name__}: {' '.join(message.split())}",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -28,27 +27,11 @@ from lix_jax import models
 from lix_jax.data import pipeline
 from lix_jax.train import checkpoint as ckpt_lib
 from lix_jax.train import metrics as metrics_lib
-from lix_jax.train import sharding, state as state_lib, steps
+from lix_jax.train import reliability, sharding, state as state_lib, steps
+from lix_jax.train.reliability import NonFiniteError, Preempted  # noqa: F401  (re-export)
 
 ROLES = ("teacher", "student", "distill")
 X_CHANNELS = {"depth": 1, "disparity": 1, "normal": 3}
-
-
-class NonFiniteError(RuntimeError):
-  """Raised after `train.max_bad_steps` consecutive non-finite steps."""
-
-
-class Preempted(Exception):
-  """Raised by `train` after SIGTERM/SIGINT, once the current step is done and checkpointed.
-
-  An exception rather than a return value, so that callers that go on (the pipeline's next
-  student) stop too; `main` turns it into one line and exit status 0. Rerun to resume.
-  """
-
-  def __init__(self, signal_name: str, step: int, checkpoint_dir: str):
-    super().__init__(f"stopped by {signal_name} after step {step}; checkpoint saved in "
-                     f"{checkpoint_dir}; rerun the same command to resume")
-    self.signal_name, self.step, self.checkpoint_dir = signal_name, step, checkpoint_dir
 
 
 def class_names(config) -> tuple[str, ...]:
@@ -146,6 +129,10 @@ def restore_teacher(config, teacher, num_classes: int):
   if not workdir:
     raise ValueError("distill.teacher_workdir is empty: mode=distill needs a trained teacher "
                      "(train one with mode=train_teacher, or use mode=pipeline)")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    # Checked before the teacher is built (and compiled), so that a typo fails fast.
+    raise FileNotFoundError(f"distill.teacher_workdir={workdir!r} has no checkpoints/ directory "
+                            "(train the teacher there first with mode=train_teacher)")
   t_config = ml_collections.ConfigDict(config.to_dict())
   t_state, _ = init_state(t_config, "teacher", teacher, num_steps=1)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, t_state)
@@ -226,57 +213,6 @@ def _check_config(config, role: str):
       raise ValueError(f"{name}={value} is not divisible by the {jax.device_count()} devices")
 
 
-class _StopFlag:
-  """Turns SIGTERM/SIGINT into a flag checked after every step (preemption-safe exit)."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    self.signal = signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-def _keep_log_until(path: str, last_step: int) -> None:
-  """Drops the lines of `metrics.jsonl` after `last_step` (and any torn last line).
-
-  A resumed run redoes the steps after its checkpoint; without this they would be logged twice
-  (a crash or a skipped corrupt checkpoint leaves lines newer than the step resumed from).
-  """
-  if not os.path.exists(path):
-    return
-  kept = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        if int(json.loads(line)["step"]) <= last_step:
-          kept.append(line)
-      except (ValueError, KeyError, TypeError):
-        pass  # A line torn by a kill mid-write.
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
-
-
-def _set_aside(checkpoint_dir: str, steps: list[int]) -> None:
-  """Moves skipped (unrestorable) steps out of `checkpoint_dir` so that they are saved anew."""
-  aside = checkpoint_dir + "_skipped"
-  os.makedirs(aside, exist_ok=True)
-  for s in steps:
-    target = os.path.join(aside, f"{s}.{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(os.path.join(checkpoint_dir, str(s)), target)
-    logging.warning("Moved the unrestorable checkpoint step %d to %s", s, target)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, role: str,
           *, num_steps: int | None = None) -> dict[str, Any]:
   """Trains `role` in `workdir` (resuming from its newest good checkpoint) and evaluates it.
@@ -318,14 +254,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   if newer_bad:
     # Otherwise the bad steps would block the saves of these steps (existing steps are kept).
     if is_chief:
-      _set_aside(ckpt_dir, newer_bad)
+      reliability.set_aside(ckpt_dir, newer_bad)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # noqa: PLC0415
       multihost_utils.sync_global_devices("lix_jax set aside bad checkpoints")
     checkpointer.close()
     checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   if is_chief:
-    _keep_log_until(os.path.join(workdir, "metrics.jsonl"), start_step)
+    reliability.keep_log_until(os.path.join(workdir, "metrics.jsonl"), start_step)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=1, default=list)
 
@@ -373,7 +309,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   bar = metrics_lib.progress(num_steps, desc=f"{role} {os.path.basename(workdir)}",
                              initial=start_step, enabled=config.train.progress and is_chief)
   try:
-    with _StopFlag() as stop:
+    with reliability.StopFlag() as stop:
       for step in range(start_step + 1, num_steps + 1):
         batch = dp.shard_batch(next_batch(iters))
         state, metrics = step_fn(state, batch, *extra)

@@ -28,8 +28,12 @@ def _guarded_update(state: TrainState, grads, batch_stats, terms: Mapping[str, j
   """Applies the update unless a loss term or the gradient is non-finite (then keeps `state`)."""
   grad_norm = optax.tree.norm(grads)
   finite_terms = {k: jnp.isfinite(v) for k, v in terms.items()}
-  ok = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(list(finite_terms.values())))
   new_state, updates = state.apply_gradients(grads, batch_stats=batch_stats)
+  # The update too: a finite gradient times a huge learning rate can still overflow to inf.
+  finite_update = jax.tree.reduce(lambda ok, u: ok & jnp.all(jnp.isfinite(u)), updates,
+                                  jnp.asarray(True))
+  ok = (jnp.isfinite(grad_norm) & finite_update
+        & jnp.all(jnp.stack(list(finite_terms.values()))))
   new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
   metrics = {
       "l2_grads": grad_norm,
