@@ -53,32 +53,34 @@ class _QuietLibraries(logging.Filter):
         f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "tensorflow_datasets"))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def setup(config) -> None:
+  """Once per process: quiet library logs, the compilation cache, multi-host initialisation."""
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
-  config, workdir = _CONFIG.value, _WORKDIR.value
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
 
   from lix_jax.train import sharding
-  from lix_jax.train.reliability import NonFiniteError, Preempted
   # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
   # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
   cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  sharding.initialize_distributed(config.parallel)
+  logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
+               jax.local_devices())
+
+
+def dispatch(config, workdir: str):
+  """Runs `config.mode` in `workdir`; errors become one line and an exit status (see module doc)."""
+  from lix_jax.train.reliability import NonFiniteError, Preempted
   try:
-    sharding.initialize_distributed(config.parallel)
-    logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
-                 jax.local_devices())
     modes = _modes()
     if config.mode not in modes:
       raise KeyError(f"Unknown mode {config.mode!r}. Available modes are: {sorted(modes)}")
-    result = modes[config.mode](config, os.path.abspath(workdir))
+    return modes[config.mode](config, os.path.abspath(workdir))
   except Preempted as e:
     print(f"lix_jax: {e}")  # Not an error: the checkpoint is saved, rerunning resumes.
-    return
+    sys.exit(0)
   except NonFiniteError as e:
     if _TRACEBACK.value:
       raise
@@ -90,6 +92,18 @@ def main(argv):
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"lix_jax: error: {type(e).__name__}: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  try:
+    setup(config)
+  except (ValueError, RuntimeError) as e:
+    print(f"lix_jax: error: {type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(2)
+  result = dispatch(config, _WORKDIR.value)
   # train_* and distill return {"test": metrics, ...}; eval returns the metrics themselves.
   metrics = result.get("test") or (result if "miou" in result else None) if isinstance(result, dict) else None
   if metrics:

@@ -16,12 +16,11 @@ from typing import Any
 
 from absl import app, flags
 import ml_collections
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
+# The CLI's own flags (--config, --workdir, --traceback) and its set-up and error handling.
+from lix_jax import main as cli
+
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the sweep's runs.")
-flags.mark_flags_as_required(["config", "sweep", "workdir"])
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
@@ -60,16 +59,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
 
 def main(argv):
   del argv
-  from lix_jax import main as main_lib
-  modes = main_lib._modes()
+  base = cli._CONFIG.value
+  entries = load_sweep(_SWEEP.value)
+  configs = {e["name"]: apply_overrides(base, e) for e in entries}  # All keys checked up front.
+  cli.setup(base)
   results = {}
-  for entry in load_sweep(_SWEEP.value):
-    config = apply_overrides(_CONFIG.value, entry)
-    result = modes[config.mode](config, os.path.join(os.path.abspath(_WORKDIR.value), entry["name"]))
-    results[entry["name"]] = (result or {}).get("validation") or {}
+  for name, config in configs.items():
+    result = cli.dispatch(config, os.path.join(os.path.abspath(cli._WORKDIR.value), name))
+    results[name] = (result or {}).get("validation") or {}
   for name, metrics in results.items():
     print(f"{name}: validation mIoU {100 * metrics.get('miou', float('nan')):.2f} %")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags.mark_flags_as_required(["sweep"])
+  app.run(main, flags_parser=cli._parse_flags)
