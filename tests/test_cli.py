@@ -87,3 +87,22 @@ def test_unknown_config_key_is_rejected(tmp_path):
   proc = run_cli("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
                  "--config.distill.kapa=2", check=False)
   assert proc.returncode != 0 and "kapa" in proc.stderr
+
+
+@pytest.mark.slow
+def test_predict_mode_writes_one_colourised_png_per_image(tiny_pipeline, tmp_path):
+  from PIL import Image
+  import numpy as np
+  workdir, data_dir, _ = tiny_pipeline
+  rng = np.random.default_rng(0)
+  for name in ("a.png", "b.jpg"):
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(tmp_path / name)
+  out = tmp_path / "out"
+  run_cli("--config=configs/synthetic.py:tiny", f"--workdir={workdir}/students/lix_seed0",
+          f"--config.data.data_dir={data_dir}", "--config.mode=predict", "--config.eval.role=distill",
+          f"--config.distill.teacher_workdir={workdir}/teacher",
+          f"--config.predict.input_dir={tmp_path}", f"--config.predict.output_dir={out}")
+  written = sorted(os.listdir(out))
+  assert written == ["a.png", "b.png"]
+  picture = np.asarray(Image.open(out / "a.png"))
+  assert picture.shape == (64, 96, 3) and picture.dtype == np.uint8
