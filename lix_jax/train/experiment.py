@@ -13,13 +13,10 @@ import logging
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lix_jax import viz
-from lix_jax.train import checkpoint as ckpt_lib
 from lix_jax.train import loop, report
 
 RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
@@ -85,15 +82,10 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
 
 def load_variables(config, workdir: str, role: str):
   """(model, variables) of the newest good checkpoint in `workdir`, on the host."""
-  num_classes = len(loop.class_names(config))
-  model, teacher, _ = loop.build_networks(config, role, num_classes)
-  teacher_vars = None
-  if role == "distill":
-    teacher_vars = loop.restore_teacher(config, teacher, num_classes)
-  state, _ = loop.init_state(config, role, model, teacher=teacher, teacher_vars=teacher_vars, num_steps=1)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  state = ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract)
-  return model, loop.model_variables(state, role)
+  model, teacher, _ = loop.build_networks(config, role, len(loop.class_names(config)))
+  teacher_vars = loop.restore_teacher(config, teacher) if role == "distill" else None
+  return model, loop.restore_variables(config, workdir, role, model, teacher=teacher,
+                                       teacher_vars=teacher_vars)
 
 
 def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:

@@ -24,14 +24,13 @@ import orbax.checkpoint as ocp
 from lix_jax import data as data_lib
 from lix_jax import losses
 from lix_jax import models
-from lix_jax.data import pipeline
+from lix_jax.data import geometry, pipeline
 from lix_jax.train import checkpoint as ckpt_lib
 from lix_jax.train import metrics as metrics_lib
 from lix_jax.train import reliability, sharding, state as state_lib, steps
 from lix_jax.train.reliability import NonFiniteError, Preempted  # noqa: F401  (re-export)
 
 ROLES = ("teacher", "student", "distill")
-X_CHANNELS = {"depth": 1, "disparity": 1, "normal": 3}
 
 
 def class_names(config) -> tuple[str, ...]:
@@ -66,7 +65,7 @@ def source(config, split: str):
 
 def build_networks(config, role: str, num_classes: int, *, bn_axis_name=None):
   """Returns (trained network, teacher or None, adapters or None) for `role`."""
-  x_channels = X_CHANNELS[config.data.x_modality]
+  x_channels = geometry.MODALITIES[config.data.x_modality]
   teacher = models.build(config.teacher, num_classes=num_classes, x_channels=x_channels,
                          kind="teacher", bn_axis_name=None if role == "distill" else bn_axis_name)
   if role == "teacher":
@@ -79,7 +78,7 @@ def build_networks(config, role: str, num_classes: int, *, bn_axis_name=None):
 def _dummy_inputs(config, batch: int = 1):
   h, w = config.data.crop_hw
   return (jnp.zeros((batch, h, w, 3), jnp.float32),
-          jnp.zeros((batch, h, w, X_CHANNELS[config.data.x_modality]), jnp.float32))
+          jnp.zeros((batch, h, w, geometry.MODALITIES[config.data.x_modality]), jnp.float32))
 
 
 def _adapters_for(config, student, teacher, student_vars, teacher_vars):
@@ -123,7 +122,15 @@ def model_variables(state, role: str) -> dict[str, Any]:
   return {"params": params, "batch_stats": state.batch_stats}
 
 
-def restore_teacher(config, teacher, num_classes: int):
+def restore_variables(config, workdir: str, role: str, model, *, teacher=None, teacher_vars=None):
+  """Model variables of the newest good checkpoint of a `role` run in `workdir`, on the host."""
+  state, _ = init_state(config, role, model, teacher=teacher, teacher_vars=teacher_vars, num_steps=1)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return model_variables(ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract),
+                         role)
+
+
+def restore_teacher(config, teacher):
   """Loads the frozen teacher (newest good checkpoint of `distill.teacher_workdir`)."""
   workdir = config.distill.teacher_workdir
   if not workdir:
@@ -133,11 +140,7 @@ def restore_teacher(config, teacher, num_classes: int):
     # Checked before the teacher is built (and compiled), so that a typo fails fast.
     raise FileNotFoundError(f"distill.teacher_workdir={workdir!r} has no checkpoints/ directory "
                             "(train the teacher there first with mode=train_teacher)")
-  t_config = ml_collections.ConfigDict(config.to_dict())
-  t_state, _ = init_state(t_config, "teacher", teacher, num_steps=1)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, t_state)
-  restored = ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract)
-  return {"params": restored.params, "batch_stats": restored.batch_stats}
+  return restore_variables(config, workdir, "teacher", teacher)
 
 
 def check_has_depth(config, split: str = "train", num_examples: int = 4) -> None:
@@ -202,9 +205,9 @@ def evaluate(config, dp: sharding.DataParallel, eval_fn, variables, split: str) 
 def _check_config(config, role: str):
   if role not in ROLES:
     raise KeyError(f"Unknown role {role!r}. Available roles are: {ROLES}")
-  if config.data.x_modality not in X_CHANNELS:
+  if config.data.x_modality not in geometry.MODALITIES:
     raise KeyError(f"Unknown data.x_modality {config.data.x_modality!r}. "
-                   f"Available modalities are: {sorted(X_CHANNELS)}")
+                   f"Available modalities are: {sorted(geometry.MODALITIES)}")
   if role == "distill":
     losses.get_method(config.distill.method)
   for name in ("train.batch_size", "train.eval_batch_size", "distill.unlabeled_batch_size"):
@@ -237,7 +240,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   model, teacher, _ = build_networks(config, role, num_classes, bn_axis_name=sharding.AXIS)
   # Initialisation and restoring use networks without collectives (no bound axis outside steps).
   init_model, init_teacher, _ = build_networks(config, role, num_classes)
-  teacher_vars = restore_teacher(config, init_teacher, num_classes) if role == "distill" else None
+  teacher_vars = restore_teacher(config, init_teacher) if role == "distill" else None
   state, adapters = init_state(config, role, init_model, teacher=init_teacher,
                                teacher_vars=teacher_vars, num_steps=num_steps)
 

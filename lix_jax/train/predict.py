@@ -18,6 +18,7 @@ from PIL import Image
 
 from lix_jax import viz
 from lix_jax.data import pipeline
+from lix_jax.data.builders import kitti_semantics
 from lix_jax.train import experiment
 
 MIN_SIZE = 32
@@ -41,8 +42,7 @@ def _read_rgb(path: str) -> np.ndarray:
 def _read_depth(path: str, hw: tuple[int, int]) -> np.ndarray:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: a teacher needs the depth map next to each image")
-  with Image.open(path) as img:
-    depth = np.asarray(img).astype(np.float32) / 256.0
+  depth = kitti_semantics.read_kitti_depth(path)  # Same format; errors name the file.
   if depth.shape != hw:
     raise ValueError(f"{path}: depth of size {depth.shape} does not match its image {hw}")
   return depth
