@@ -95,6 +95,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.pipeline.seeds = (0,)
   c.pipeline.num_predictions = 4
 
+  # mode=benchmark (lix_jax/train/benchmark.py): rows of its registry x seeds; configs/benchmark.py.
+  c.benchmark = ml_collections.ConfigDict()
+  c.benchmark.rows = ("teacher", "none", "unlabeled/kd", "unlabeled/pseudo_label", "unlabeled/lix")
+  c.benchmark.seeds = (0, 1, 2)
+
   c.parallel = ml_collections.ConfigDict()
   c.parallel.backend = "shard_map"  # shard_map | pmap
   c.parallel.multihost = False

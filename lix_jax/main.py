@@ -4,7 +4,8 @@ r"""lix_jax command line: one entry point, modes chosen by `--config.mode`.
   python -m lix_jax.main --config=configs/synthetic.py:tiny --workdir=/tmp/lix --config.mode=train_teacher
 
 Modes: train_teacher, train_student, distill (needs --config.distill.teacher_workdir), eval,
-predict (a folder of images -> colourised PNGs), pipeline (teacher -> students -> results).
+predict (a folder of images -> colourised PNGs), pipeline (teacher -> students -> results),
+benchmark (rows x seeds -> benchmark.csv; configs/benchmark.py).
 Bad input (data files, config keys and values) ends with one line naming what is wrong and exit
 status 2; a run stopped by non-finite losses (`train.max_bad_steps`) with one line naming the loss
 term and exit status 3; `--traceback` shows the full stack instead. SIGTERM/SIGINT finish the
@@ -29,7 +30,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _modes():
   # Imported here so that `--help` and config errors come before the heavy imports.
-  from lix_jax.train import experiment, loop
+  from lix_jax.train import benchmark, experiment, loop
 
   def predict(config, workdir):
     from lix_jax.train import predict as predict_lib
@@ -42,6 +43,7 @@ def _modes():
       "eval": lambda c, w: experiment.run_eval(c, w, c.eval.role, c.eval.split),
       "predict": predict,
       "pipeline": experiment.run_pipeline,
+      "benchmark": benchmark.run_benchmark,
   }
 
 

@@ -12,6 +12,7 @@ from lix_jax import losses, models
 from lix_jax.data import geometry
 from lix_jax.models.networks import TAP_STRIDES
 from lix_jax import sweep
+from lix_jax.train import benchmark
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -27,7 +28,8 @@ def _configs():
   out = []
   for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
     module = _load(path)
-    presets = ("", "tiny", "labeled") if path.endswith("synthetic.py") else (None,)
+    presets = {"synthetic.py": ("", "tiny", "labeled"), "benchmark.py": ("", "headline", "labeled",
+               "ablations")}.get(os.path.basename(path), (None,))
     for preset in presets:
       name = f"{os.path.basename(path)}:{preset}" if preset is not None else os.path.basename(path)
       out.append(pytest.param(module, preset, id=name))
@@ -48,7 +50,16 @@ def test_config_names_resolve(module, preset):
   assert set(c.distill.taps) <= set(TAP_STRIDES), c.distill.taps
   assert len(c.distill.tap_weights) == len(c.distill.taps)
   assert c.parallel.backend in ("shard_map", "pmap")
-  assert c.mode in ("train_teacher", "train_student", "distill", "eval", "predict", "pipeline")
+  assert c.mode in ("train_teacher", "train_student", "distill", "eval", "predict", "pipeline",
+                    "benchmark")
+  for name in c.benchmark.rows:  # Every benchmark row builds a student config that resolves.
+    row = benchmark.get_row(name)
+    if row.model == "teacher":
+      continue
+    rc = benchmark.student_config(c, row, 0, "/teacher")
+    losses.get_method(rc.distill.method)
+    losses.get_controller(rc.distill.controller)
+    assert rc.data.x_modality in geometry.MODALITIES and rc.teacher.fusion in ("intermediate", "late")
   for size in (c.train.batch_size, c.train.eval_batch_size, c.distill.unlabeled_batch_size):
     assert size % 8 == 0, "global batch sizes should split over 8 devices"
 

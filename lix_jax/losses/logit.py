@@ -113,23 +113,20 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Ar
 
 
 def _decoupled_log_probs(z: jax.Array, one_hot: jax.Array):
-  """For scaled logits z `[..., K]` returns log p_y, log(1 − p_y) and log p̂ `[..., K]`.
+  """For scaled logits z `[..., K]` returns log p_y, log(1 − p_y), each `[...]`, and lse_n `[...]`.
 
-  p̂ = softmax over the K − 1 non-target classes (the target entry of log p̂ is set to 0 and must be
-  masked by the caller). Nothing here ever evaluates exp of a huge number or a −inf·0: the target
-  entry is replaced by a constant *before* `exp` and excluded again after it (a double `where`), so
-  values and gradients are exact and NaN-free for any logits, also for K = 2.
+  lse_n = logsumexp of the K − 1 non-target logits, so that log p̂_k = z_k − lse_n is the log
+  softmax over the non-target classes. One masked reduction (the arg-max of the non-target
+  entries is subtracted inside, so it is ≥ 1 before the log): with d = z_y − lse_n,
+  log p_y = −softplus(−d) and log(1 − p_y) = −softplus(d), exact and finite for any logits (a
+  confident teacher's 1 − p_y never underflows to log 0), also for K = 2; the full-softmax
+  logsumexp is never needed. The masked entries are −inf *inputs* to logsumexp, whose gradient
+  there is exactly 0 (no −inf·0).
   """
-  zero = jnp.zeros((), z.dtype)
-  lse = jax.nn.logsumexp(z, axis=-1)
   z_y = _pick(z, one_hot)
-  # Max over non-target entries only: with the target included, exp(z_k − z_y) underflows to 0
-  # for a confident teacher and log(1 − p_y) would become −inf.
-  m = lax.stop_gradient(jnp.max(jnp.where(one_hot, -jnp.inf, z), axis=-1, keepdims=True))
-  e = jnp.where(one_hot, zero, jnp.exp(jnp.where(one_hot, zero, z - m)))
-  lse_nt = m[..., 0] + jnp.log(jnp.sum(e, axis=-1))  # sum ≥ 1: the arg-max term is exp(0).
-  log_hat = jnp.where(one_hot, zero, z - lse_nt[..., None])
-  return z_y - lse, lse_nt - lse, log_hat
+  lse_n = jax.nn.logsumexp(jnp.where(one_hot, -jnp.inf, z), axis=-1)
+  d = z_y - lse_n
+  return -jax.nn.softplus(-d), -jax.nn.softplus(d), lse_n
 
 
 def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
@@ -152,11 +149,15 @@ def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
   valid, one_hot = _one_hot(labels, student_logits.shape[-1], ignore_index)
   t = lax.stop_gradient(_at_least_f32(teacher_logits)) / temperature
   s = _at_least_f32(student_logits) / temperature
-  lp_y, lp_n, lp_hat = _decoupled_log_probs(t, one_hot)
-  lq_y, lq_n, lq_hat = _decoupled_log_probs(s, one_hot)
+  lp_y, lp_n, lse_t = _decoupled_log_probs(t, one_hot)
+  lq_y, lq_n, lse_s = _decoupled_log_probs(s, one_hot)
   tcld = jnp.exp(lp_y) * (lp_y - lq_y) + jnp.exp(lp_n) * (lp_n - lq_n)
   zero = jnp.zeros((), t.dtype)
-  ncld = jnp.sum(jnp.where(one_hot, zero, jnp.exp(lp_hat) * (lp_hat - lq_hat)), axis=-1)
+  # log p̂ − log q̂ over non-target classes; the target entry is replaced before exp (a confident
+  # teacher's z_y − lse_n would overflow) and dropped after it.
+  lp_hat = jnp.where(one_hot, zero, t - lse_t[..., None])
+  log_ratio = lp_hat - (s - lse_s[..., None])
+  ncld = jnp.sum(jnp.where(one_hot, zero, jnp.exp(lp_hat) * log_ratio), axis=-1)
   return jnp.where(valid, tcld, zero), jnp.where(valid, ncld, zero)
 
 
@@ -213,8 +214,8 @@ def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, t
     raise ValueError("dwld controller temperature kappa must be non-zero (use ±inf for 'trust')")
   inv_kappa = 1.0 / kappa
   _, one_hot = _one_hot(labels, teacher_logits.shape[-1], ignore_index)
-  log_rho = _pick(jax.nn.log_softmax(lax.stop_gradient(_at_least_f32(teacher_logits)), axis=-1),
-                  one_hot)
+  t = lax.stop_gradient(_at_least_f32(teacher_logits))
+  log_rho = _pick(t, one_hot) - jax.nn.logsumexp(t, axis=-1)  # log softmax(t)[y], no [.., K] temp.
   tcld, ncld = lax.stop_gradient(tcld), lax.stop_gradient(ncld)
   w_t = _normalised_weights(log_rho + tcld * inv_kappa, valid, alpha, axis_name)
   w_n = _normalised_weights(ncld * inv_kappa, valid, beta, axis_name)

@@ -1,0 +1,50 @@
+r"""The 3-seed benchmark of DESIGN §8 (issues 7 and 10) on the embedded `synthetic_driving` data.
+
+One fixed schedule for every row (documented here, the same for every method):
+  teacher 1 000 steps, students 500 steps; batch 16 labelled images, + 16 unlabelled RGB-X frames
+  per step in the `unlabeled` regime; AdamW 2e-3, cosine, 100 warm-up steps; 64x192 crops;
+  evaluation on the validation split at the end (for tuning) and on the test split (reported).
+Seeds 0, 1, 2 (seed s of a student distils from seed s of its teacher). Rows are
+`lix_jax/train/benchmark.py:ROWS`, run seed-major in the order below (headline comparisons
+first), each in its own resumable sub-workdir:
+
+  python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark
+  python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark \
+      --config.benchmark.rows='("teacher","none","unlabeled/lix")' --config.benchmark.seeds='(0,)'
+
+On this 2-core CPU machine: teacher ~4 min, CE student ~1.5 min, distillation with unlabelled
+frames ~4.5 min, on labelled images only ~2.5 min; all rows x 3 seeds about 4.5 hours.
+Writes `benchmark.csv` (DESIGN §6 columns, test split) and `benchmark.md` after every run;
+`results/benchmark.csv` is that file, committed.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from lix_jax.config_defaults import base_config
+
+HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
+            "unlabeled/pseudo_label", "unlabeled/lix")
+LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix")
+ABLATIONS = ("unlabeled/none_equal_images", "unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
+             "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
+             "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",
+             "unlabeled/lix_late")
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  presets = {"": HEADLINE + LABELED + ABLATIONS, "headline": HEADLINE, "labeled": HEADLINE[:2] + LABELED,
+             "ablations": HEADLINE[:2] + ABLATIONS}
+  if preset not in presets:
+    raise KeyError(f"Unknown preset {preset!r} for configs/benchmark.py. Available presets are: "
+                   f"{sorted(p for p in presets if p)} (or none: every row)")
+  c = base_config()
+  c.mode = "benchmark"
+  c.pipeline.teacher_num_steps = 1000
+  c.train.num_steps = 500
+  c.train.eval_every = 500
+  c.train.ckpt_every = 250
+  c.train.log_every = 50
+  c.benchmark.rows = presets[preset]
+  c.benchmark.seeds = (0, 1, 2)
+  return c

@@ -1,0 +1,250 @@
+"""The multi-seed benchmark of DESIGN §8 (issues 7 and 10): rows x seeds -> `benchmark.csv`.
+
+A *row* is one line of the results table: a teacher, or a student trained by one method in one
+regime (`labeled`: distillation on the labelled images only, the paper's; `unlabeled`: with the
+unlabelled RGB-X frames, DESIGN §2.6) from one teacher (fusion, X modality). `ROWS` is the registry;
+`benchmark.rows` picks and orders them, `benchmark.seeds` the seeds. Seed s of a student row
+distils from seed s of its teacher, so teachers are trained once per (fusion, X, seed) and shared.
+The plain student (`none`) never reads unlabelled frames, so its run serves both regimes.
+
+Every run has its own sub-workdir and is re-used once finished, so the benchmark resumes where it
+stopped and can be run in parts (`--config.benchmark.rows=...`). After each run `benchmark.csv`
+(DESIGN §6 columns, test split) and `benchmark.md` are rewritten from every finished run of the
+configured rows, so partial results are never lost.
+
+  python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark
+  python -m lix_jax.train.benchmark results/benchmark.csv   # the README's table from the CSV
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+# Classes whose IoU depends most on geometry (thin, vertical or depth-bounded): shown per row.
+GEOMETRY_CLASSES = ("wall", "pole", "person")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of the table. `overrides` are flattened config keys applied to the student run."""
+  model: str  # teacher | student
+  method: str  # "-" for teachers; the name in the `method` column otherwise
+  regime: str = "unlabeled"  # labeled | unlabeled
+  fusion: str = "intermediate"  # of the (row's) teacher
+  x_modality: str = "depth"
+  distill_method: str = ""  # distill.method; "" = `method`
+  overrides: tuple[tuple[str, Any], ...] = ()
+  label: str = ""  # how the README table names it; "" = `method`
+
+
+def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
+  """Student rows named `<regime>/<name>`; `name` is the method column unless the spec sets one."""
+  return {f"{regime}/{name}": Row("student", spec.pop("method", name), regime, **spec)
+          for name, spec in specs.items()}
+
+
+ROWS: dict[str, Row] = {
+    "teacher": Row("teacher", "-", label="teacher (intermediate fusion, depth)"),
+    "teacher_late": Row("teacher", "-", fusion="late", label="teacher (late fusion, depth)"),
+    "teacher_normal": Row("teacher", "-", x_modality="normal",
+                          label="teacher (intermediate fusion, normals)"),
+    "none": Row("student", "none", "labeled", label="student alone (CE)"),
+    **_students("unlabeled", {
+        # CE only at the images a distillation step sees (16 labelled + 16 unlabelled).
+        "none_equal_images": dict(distill_method="none", overrides=(("train.batch_size", 32),),
+                                  label="student alone, 2x batch (equal images)"),
+        "kd": {}, "dkd": {}, "cwd": {}, "fitnet": {}, "pseudo_label": {},
+        "dwld": dict(label="DWLD only"),
+        "arfd": dict(label="ARFD only"),
+        "kr_only": dict(label="ARFD: KR only"),
+        "cka_only": dict(label="ARFD: CKA only"),
+        "lix": dict(label="LIX (DWLD + ARFD)"),
+        "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
+                           label="DWLD, trust controller"),
+        "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
+                             label="DWLD, dynamic kappa=-2"),
+        "lix_normal": dict(method="lix", x_modality="normal", label="LIX from normals teacher"),
+        "lix_late": dict(method="lix", fusion="late", label="LIX from late-fusion teacher"),
+    }),
+    **_students("labeled", {"kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)")}),
+}
+
+
+def get_row(name: str) -> Row:
+  if name not in ROWS:
+    raise KeyError(f"Unknown benchmark row {name!r}. Available rows are: {sorted(ROWS)}")
+  return ROWS[name]
+
+
+def _teacher_key(row: Row, seed: int) -> str:
+  return f"teachers/{row.fusion}_{row.x_modality}_seed{seed}"
+
+
+def run_dir(name: str, seed: int) -> str:
+  """The sub-workdir of row `name`, seed `seed` (relative to the benchmark workdir)."""
+  row = get_row(name)
+  if row.model == "teacher":
+    return _teacher_key(row, seed)
+  if (row.distill_method or row.method) == "none" and not row.overrides:
+    return f"students/none_seed{seed}"  # One run for both regimes: it never reads unlabelled frames.
+  return f"students/{row.regime}/{row.method}_{row.fusion}_{row.x_modality}_seed{seed}"
+
+
+def _copy(config) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(config.to_dict())
+
+
+def teacher_config(config, row: Row, seed: int) -> ml_collections.ConfigDict:
+  c = _copy(config)
+  c.seed = seed
+  c.teacher.fusion = row.fusion
+  c.data.x_modality = row.x_modality
+  c.train.num_steps = config.pipeline.teacher_num_steps
+  return c
+
+
+def student_config(config, row: Row, seed: int, teacher_workdir: str) -> ml_collections.ConfigDict:
+  c = teacher_config(config, row, seed)
+  c.train.num_steps = config.train.num_steps
+  c.distill.method = row.distill_method or row.method
+  c.distill.teacher_workdir = teacher_workdir
+  c.distill.unlabeled_split = config.distill.unlabeled_split if row.regime == "unlabeled" else ""
+  for key, value in row.overrides:
+    section, field = key.split(".")
+    if field not in c[section]:
+      raise KeyError(f"benchmark row override {key!r}: no such config key")
+    c[section][field] = value
+  return c
+
+
+def result_row(config, name: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+  """One `benchmark.csv` row (DESIGN §6 columns)."""
+  from lix_jax.train import experiment, loop  # noqa: PLC0415 (keeps `--table` free of jax)
+  row = get_row(name)
+  out = dict(zip(experiment.RESULT_COLUMNS[:6],
+                 (row.model, row.method, row.fusion, row.x_modality, row.regime, seed)))
+  out.update(miou=metrics["miou"], pixel_acc=metrics["pixel_acc"])
+  for class_name, iou in zip(loop.class_names(config), metrics["iou"]):
+    out[f"iou_{class_name}"] = iou
+  return out
+
+
+def _finished(path: str) -> dict[str, Any] | None:
+  done = os.path.join(path, "final_metrics.json")
+  if not os.path.exists(done):
+    return None
+  with open(done) as f:
+    return json.load(f)
+
+
+def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
+  """Rewrites benchmark.csv / benchmark.md from every finished run of the configured rows."""
+  from lix_jax.train import experiment  # noqa: PLC0415
+  rows = []
+  for name in config.benchmark.rows:
+    for seed in config.benchmark.seeds:
+      result = _finished(os.path.join(workdir, run_dir(name, seed)))
+      if result is None:
+        continue
+      row = result_row(config, name, seed, result["test"])
+      rows.append(row)
+      if get_row(name) is ROWS["none"]:  # The plain student is the reference of both regimes.
+        rows.append(dict(row, regime="unlabeled"))
+  if not rows:
+    return rows
+  columns = list(experiment.RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
+  tmp = os.path.join(workdir, "benchmark.csv.tmp")
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, os.path.join(workdir, "benchmark.csv"))
+  with open(os.path.join(workdir, "benchmark.md"), "w") as f:
+    f.write(table_markdown(rows))
+  return rows
+
+
+def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
+  """Trains every (row, seed) of the config not finished yet, in order; returns the CSV rows."""
+  from lix_jax.train import experiment, loop  # noqa: PLC0415
+  names = list(config.benchmark.rows)
+  for name in names:
+    get_row(name)  # Every name checked before hours of training.
+  os.makedirs(workdir, exist_ok=True)
+  for split in ("train", config.distill.unlabeled_split, config.data.eval_split, config.data.test_split):
+    if split:
+      loop.source(config, split)  # Builds the ArrayRecord files once, up front.
+  for seed in config.benchmark.seeds:  # Seed-major: a stopped benchmark has whole seeds.
+    for name in names:
+      row = get_row(name)
+      teacher_dir = os.path.join(workdir, _teacher_key(row, seed))
+      experiment.run_role(teacher_config(config, row, seed), teacher_dir, None)
+      if row.model == "student":
+        c = student_config(config, row, seed, teacher_dir)
+        result = experiment.run_role(c, os.path.join(workdir, run_dir(name, seed)),
+                                     c.distill.method)
+        logging.info("benchmark %s seed %d: test mIoU %.4f", name, seed, result["test"]["miou"])
+      write_outputs(config, workdir)
+  rows = write_outputs(config, workdir)
+  print(table_markdown(rows))
+  return rows
+
+
+def _matches(row: Row, r: dict[str, Any], regime: str) -> bool:
+  return ((row.model, row.method, row.fusion, row.x_modality) == (r["model"], r["method"], r["fusion"],
+          r["x_modality"]) and (row.model == "teacher" or r["regime"] == regime))
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+  """Mean ± std over seeds of test mIoU, the share of the teacher–student gap each student closes
+  (intermediate-fusion depth teacher vs the CE-only student, each the mean over its seeds), and
+  the mean IoU of the geometry-sensitive classes; teachers first, then each regime, in `ROWS`
+  order."""
+  def mean_miou(row: Row, regime: str) -> float:
+    values = [100 * float(r["miou"]) for r in rows if _matches(row, r, regime)]
+    return float(np.mean(values)) if values else math.nan
+
+  teacher = mean_miou(ROWS["teacher"], "-")
+  geometry = [c for c in GEOMETRY_CLASSES if rows and f"iou_{c}" in rows[0]]
+  lines = ["| regime | row | seeds | test mIoU (%) | gap closed | "
+           + " | ".join(f"IoU {c}" for c in geometry) + " |", "|" + "---|" * (5 + len(geometry))]
+  entries = [("-", row) for row in ROWS.values() if row.model == "teacher"]
+  for regime in ("labeled", "unlabeled"):
+    entries += [(regime, ROWS["none"])] + [(regime, row) for row in ROWS.values()
+                                            if row.model == "student" and row.regime == regime
+                                            and row is not ROWS["none"]]
+  for regime, row in entries:
+    group = [r for r in rows if _matches(row, r, regime)]
+    if not group:
+      continue
+    student = mean_miou(ROWS["none"], regime)
+    values = [100 * float(r["miou"]) for r in group]
+    mean, std = float(np.mean(values)), float(np.std(values))
+    gap = ""
+    if row.model == "student" and row is not ROWS["none"] and teacher > student:
+      gap = f"{100 * (mean - student) / (teacher - student):.0f} %"
+    cells = [f"{100 * np.mean([float(r[f'iou_{c}']) for r in group]):.1f}" for c in geometry]
+    lines.append(f"| {regime} | {row.label or row.method} | {len(group)} | {mean:.1f} ± {std:.1f} | "
+                 f"{gap} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    raise ValueError(f"{path}: no rows")
+  return rows
+
+
+if __name__ == "__main__":
+  print(table_markdown(read_csv(sys.argv[1] if len(sys.argv) > 1 else "results/benchmark.csv")), end="")
