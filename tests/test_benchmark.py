@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lix_jax.config_defaults import base_config
-from lix_jax.train import benchmark, experiment, loop
+from lix_jax.train import benchmark, experiment, loop, report
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -36,6 +36,8 @@ def recorder(monkeypatch):
     return result
 
   monkeypatch.setattr(loop, "train", train)
+  monkeypatch.setattr(report, "write_report",
+                      lambda config, workdir, runs, num: calls.append(("report", runs, config)))
   monkeypatch.setattr(loop, "source", lambda config, split: None)
   return calls
 
@@ -54,6 +56,7 @@ def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, 
   rows = ("teacher", "none", "unlabeled/kd", "labeled/kd", "unlabeled/lix_late",
           "unlabeled/none_equal_images", "unlabeled/dwld_trust")
   benchmark.run_benchmark(_config(rows), str(tmp_path))
+  recorder[:] = [c for c in recorder if c[0] != "report"]
   trained = {os.path.relpath(w, tmp_path): (m, c) for w, m, c in recorder}
   assert len(trained) == len(recorder), "a run was trained twice"
   teachers = sorted(k for k, (m, _) in trained.items() if m == "teacher")
@@ -86,9 +89,18 @@ def test_csv_rows_carry_each_runs_metrics_and_rerun_trains_nothing(tmp_path, rec
   rows = ("teacher", "none", "unlabeled/lix", "labeled/lix")
   config = _config(rows)
   benchmark.run_benchmark(config, str(tmp_path))
+  reports = [c for c in recorder if c[0] == "report"]
+  assert len(reports) == 1
+  runs, report_config = reports[0][1:]
+  assert {k: (os.path.relpath(d, tmp_path), r) for k, (d, r) in runs.items()} == {
+      "teacher": ("teachers/intermediate_depth_seed0", "teacher"),
+      "student": ("students/none_seed0", "student"),
+      "LIX student": ("students/unlabeled/lix_intermediate_depth_seed0", "distill")}
+  assert report_config.distill.method == "lix" and report_config.distill.unlabeled_split
   n_trained = len(recorder)
   benchmark.run_benchmark(config, str(tmp_path))
-  assert len(recorder) == n_trained, "finished runs must be re-used"
+  assert len(recorder) == n_trained + 1, "finished runs must be re-used (only the report again)"
+  assert (tmp_path / "benchmark.png").stat().st_size > 0 and (tmp_path / "benchmark.md").exists()
   with open(tmp_path / "benchmark.csv", newline="") as f:
     table = list(csv.DictReader(f))
   assert list(table[0])[:8] == list(experiment.RESULT_COLUMNS)

@@ -13,7 +13,7 @@ stopped and can be run in parts (`--config.benchmark.rows=...`). After each run 
 configured rows, so partial results are never lost.
 
   python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark
-  python -m lix_jax.train.benchmark results/benchmark.csv   # the README's table from the CSV
+  python -m lix_jax.train.benchmark results/benchmark.csv [chart.png]  # README table (+ chart)
 """
 from __future__ import annotations
 
@@ -170,6 +170,7 @@ def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
   os.replace(tmp, os.path.join(workdir, "benchmark.csv"))
   with open(os.path.join(workdir, "benchmark.md"), "w") as f:
     f.write(table_markdown(rows))
+  bar_chart(rows, os.path.join(workdir, "benchmark.png"))
   return rows
 
 
@@ -195,8 +196,25 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
         logging.info("benchmark %s seed %d: test mIoU %.4f", name, seed, result["test"]["miou"])
       write_outputs(config, workdir)
   rows = write_outputs(config, workdir)
+  _write_pictures(config, workdir)
   print(table_markdown(rows))
   return rows
+
+
+def _write_pictures(config, workdir: str) -> None:
+  """Prediction grid, CKA bars and DWC weight maps of the first seed's teacher, CE student and
+  LIX student (unlabelled regime), when those runs are finished."""
+  from lix_jax.train import report  # noqa: PLC0415
+  seed = config.benchmark.seeds[0]
+  runs = {"teacher": ("teacher", "teacher"), "student": ("none", "student"),
+          "LIX student": ("unlabeled/lix", "distill")}
+  dirs = {label: (os.path.join(workdir, run_dir(name, seed)), role)
+          for label, (name, role) in runs.items()}
+  if all(_finished(d) is not None for d, _ in dirs.values()):
+    lix = get_row("unlabeled/lix")
+    teacher_dir = os.path.join(workdir, _teacher_key(lix, seed))
+    report.write_report(student_config(config, lix, seed, teacher_dir), workdir, dirs,
+                        config.pipeline.num_predictions)
 
 
 def _matches(row: Row, r: dict[str, Any], regime: str) -> bool:
@@ -204,38 +222,64 @@ def _matches(row: Row, r: dict[str, Any], regime: str) -> bool:
           r["x_modality"]) and (row.model == "teacher" or r["regime"] == regime))
 
 
-def table_markdown(rows: list[dict[str, Any]]) -> str:
-  """Mean ± std over seeds of test mIoU, the share of the teacher–student gap each student closes
-  (intermediate-fusion depth teacher vs the CE-only student, each the mean over its seeds), and
-  the mean IoU of the geometry-sensitive classes; teachers first, then each regime, in `ROWS`
-  order."""
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One entry per table line: teachers first, then each regime in `ROWS` order. Each has
+  `regime`, `label`, `seeds`, `mean`/`std` of test mIoU over seeds (fractions), `gap` = the share
+  of the teacher–student gap closed (intermediate-fusion depth teacher vs the CE-only student of
+  the same regime, each the mean over its seeds; None for teachers and the reference) and
+  `iou_<class>` means for the geometry-sensitive classes."""
   def mean_miou(row: Row, regime: str) -> float:
-    values = [100 * float(r["miou"]) for r in rows if _matches(row, r, regime)]
+    values = [float(r["miou"]) for r in rows if _matches(row, r, regime)]
     return float(np.mean(values)) if values else math.nan
 
   teacher = mean_miou(ROWS["teacher"], "-")
   geometry = [c for c in GEOMETRY_CLASSES if rows and f"iou_{c}" in rows[0]]
-  lines = ["| regime | row | seeds | test mIoU (%) | gap closed | "
-           + " | ".join(f"IoU {c}" for c in geometry) + " |", "|" + "---|" * (5 + len(geometry))]
-  entries = [("-", row) for row in ROWS.values() if row.model == "teacher"]
+  lines = [("-", row) for row in ROWS.values() if row.model == "teacher"]
   for regime in ("labeled", "unlabeled"):
-    entries += [(regime, ROWS["none"])] + [(regime, row) for row in ROWS.values()
-                                            if row.model == "student" and row.regime == regime
-                                            and row is not ROWS["none"]]
-  for regime, row in entries:
+    lines += [(regime, ROWS["none"])] + [(regime, row) for row in ROWS.values()
+                                          if row.model == "student" and row.regime == regime
+                                          and row is not ROWS["none"]]
+  out = []
+  for regime, row in lines:
     group = [r for r in rows if _matches(row, r, regime)]
     if not group:
       continue
+    values = [float(r["miou"]) for r in group]
     student = mean_miou(ROWS["none"], regime)
-    values = [100 * float(r["miou"]) for r in group]
-    mean, std = float(np.mean(values)), float(np.std(values))
-    gap = ""
-    if row.model == "student" and row is not ROWS["none"] and teacher > student:
-      gap = f"{100 * (mean - student) / (teacher - student):.0f} %"
-    cells = [f"{100 * np.mean([float(r[f'iou_{c}']) for r in group]):.1f}" for c in geometry]
-    lines.append(f"| {regime} | {row.label or row.method} | {len(group)} | {mean:.1f} ± {std:.1f} | "
-                 f"{gap} | " + " | ".join(cells) + " |")
+    mean = float(np.mean(values))
+    is_competitor = row.model == "student" and row is not ROWS["none"] and teacher > student
+    entry = dict(regime=regime, label=row.label or row.method, seeds=len(group), mean=mean,
+                 std=float(np.std(values)),
+                 gap=(mean - student) / (teacher - student) if is_competitor else None)
+    for c in geometry:
+      entry[f"iou_{c}"] = float(np.mean([float(r[f"iou_{c}"]) for r in group]))
+    out.append(entry)
+  return out
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+  """The README's table: `summarize(rows)` in percent."""
+  entries = summarize(rows)
+  geometry = [c for c in GEOMETRY_CLASSES if entries and f"iou_{c}" in entries[0]]
+  lines = ["| regime | row | seeds | test mIoU (%) | gap closed | "
+           + " | ".join(f"IoU {c}" for c in geometry) + " |", "|" + "---|" * (5 + len(geometry))]
+  for e in entries:
+    gap = "" if e["gap"] is None else f"{100 * e['gap']:.0f} %"
+    cells = [f"{100 * e[f'iou_{c}']:.1f}" for c in geometry]
+    lines.append(f"| {e['regime']} | {e['label']} | {e['seeds']} | {100 * e['mean']:.1f} ± "
+                 f"{100 * e['std']:.1f} | {gap} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: list[dict[str, Any]], path: str) -> None:
+  """benchmark.png: mean ± std test mIoU per table line (teachers grey)."""
+  from lix_jax import viz  # noqa: PLC0415 (matplotlib only when a chart is drawn)
+  prefix = {"-": "", "labeled": "L: ", "unlabeled": "U: "}
+  viz.results_bar_chart(
+      [dict(method="teacher" if e["regime"] == "-" else "student",
+            label=prefix[e["regime"]] + e["label"], miou=e["mean"], std=e["std"])
+       for e in summarize(rows)],
+      title="test mIoU, mean ± std over seeds (L: labelled only, U: + unlabelled)", path=path)
 
 
 def read_csv(path: str) -> list[dict[str, Any]]:
@@ -247,4 +291,7 @@ def read_csv(path: str) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-  print(table_markdown(read_csv(sys.argv[1] if len(sys.argv) > 1 else "results/benchmark.csv")), end="")
+  csv_rows = read_csv(sys.argv[1] if len(sys.argv) > 1 else "results/benchmark.csv")
+  print(table_markdown(csv_rows), end="")
+  if len(sys.argv) > 2:
+    bar_chart(csv_rows, sys.argv[2])

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lix_jax.data import pipeline
+
 AXIS = "data"
 BACKENDS = ("shard_map", "pmap")
 
@@ -85,9 +87,7 @@ class DataParallel:
                          f"its {n_local} devices")
     if self.backend == "pmap":
       return {k: np.reshape(v, (n_local, -1) + v.shape[1:]) for k, v in local_batch.items()}
-    sharding = NamedSharding(self.mesh, P(AXIS))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
+    return pipeline.to_global_batch(local_batch, self.mesh, AXIS)
 
   def fetch(self, tree) -> Any:
     """Replicated device values -> host NumPy (one copy, also on multi-host meshes)."""
