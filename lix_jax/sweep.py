@@ -11,6 +11,7 @@ re-used, so an interrupted sweep resumes. The validation mIoU of each entry is p
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from typing import Any
 
@@ -57,6 +58,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   return c
 
 
+def finished_result(workdir: str) -> dict[str, Any] | None:
+  """The final metrics of a finished entry (both splits evaluated), else None (run it)."""
+  path = os.path.join(workdir, "final_metrics.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  return result if result.get("validation") and result.get("test") else None
+
+
 def main(argv):
   del argv
   base = cli._CONFIG.value
@@ -65,7 +76,10 @@ def main(argv):
   cli.setup(base)
   results = {}
   for name, config in configs.items():
-    result = cli.dispatch(config, os.path.join(os.path.abspath(cli._WORKDIR.value), name))
+    workdir = os.path.join(os.path.abspath(cli._WORKDIR.value), name)
+    result = finished_result(workdir)
+    if result is None:
+      result = cli.dispatch(config, workdir)
     results[name] = (result or {}).get("validation") or {}
   for name, metrics in results.items():
     print(f"{name}: validation mIoU {100 * metrics.get('miou', float('nan')):.2f} %")

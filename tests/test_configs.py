@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import importlib.util
 import os
 
@@ -82,3 +83,13 @@ def test_sweep_override_of_a_missing_key_is_named():
   base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
   with pytest.raises(KeyError, match="distill.kapa"):
     sweep.apply_overrides(base, {"name": "x", "distill.kapa": 1.0})
+
+
+def test_sweep_reuses_only_entries_with_both_splits_evaluated(tmp_path):
+  assert sweep.finished_result(str(tmp_path)) is None
+  metrics = {"step": 5, "validation": {"miou": 0.5}, "test": {"miou": 0.4}}
+  (tmp_path / "final_metrics.json").write_text(json.dumps(metrics))
+  assert sweep.finished_result(str(tmp_path)) == metrics
+  # An entry whose validation was never written must run again (it re-evaluates on resume).
+  (tmp_path / "final_metrics.json").write_text(json.dumps(dict(metrics, validation=None)))
+  assert sweep.finished_result(str(tmp_path)) is None

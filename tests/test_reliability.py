@@ -255,6 +255,26 @@ def test_killed_run_with_corrupt_checkpoint_falls_back_and_loses_nothing(
                                    os.path.join(ref_dir, "checkpoints", str(NUM_STEPS)))
 
 
+@pytest.mark.slow
+def test_rerun_after_the_last_checkpoint_writes_the_same_final_metrics(
+    tmp_path, data_dir, mode_args, reference):
+  """Killed after the last step's checkpoint but before final_metrics.json: the rerun trains
+  nothing and writes both splits' metrics again, equal to the uninterrupted run's."""
+  args = mode_args("train_student")
+  ref_dir = reference("train_student", args)
+  workdir = str(tmp_path / "run")
+  shutil.copytree(ref_dir, workdir)
+  os.remove(os.path.join(workdir, "final_metrics.json"))
+  proc = run(_cmd(workdir, data_dir, *args))
+  assert f"Resumed student from step {NUM_STEPS}" in proc.stderr
+  with open(os.path.join(workdir, "final_metrics.json")) as f, \
+       open(os.path.join(ref_dir, "final_metrics.json")) as g:
+    got, want = json.load(f), json.load(g)
+  assert got["validation"] is not None
+  assert got["validation"] == want["validation"] and got["test"] == want["test"]
+  assert_rows_bitwise_equal(logged(workdir), logged(ref_dir))  # Nothing logged twice.
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. Numerics: a huge learning rate makes the loss non-finite.
 # ------------------------------------------------------------------------------------------------

@@ -16,4 +16,7 @@ def get_sweep():
       {"name": "lambda_u2", "distill.lambda_unlabeled": 2.0},
       {"name": "kappa1", "distill.kappa": 1.0},
       {"name": "tau0.5", "distill.temperature": 0.5},
+      # Second round, around the best of the first (kappa = 1).
+      {"name": "kappa0.5", "distill.kappa": 0.5},
+      {"name": "kappa2", "distill.kappa": 2.0},
   ]

@@ -351,6 +351,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
       bar.close()
       checkpointer.wait_until_finished()
       result = {"step": int(dp.fetch(state.step))}
+      if val_metrics is None:  # Resumed at the last step (killed before this file was written).
+        val_metrics = evaluate(config, dp, eval_fn, model_variables(state, role),
+                               config.data.eval_split)
       result["validation"] = val_metrics
       result["test"] = evaluate(config, dp, eval_fn, model_variables(state, role),
                                 config.data.test_split)
