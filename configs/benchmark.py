@@ -24,7 +24,7 @@ import ml_collections
 from lix_jax.config_defaults import base_config
 
 HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
-            "unlabeled/pseudo_label", "unlabeled/lix")
+            "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1")
 LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix")
 ABLATIONS = ("unlabeled/none_equal_images", "unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",

@@ -68,6 +68,9 @@ ROWS: dict[str, Row] = {
         "kr_only": dict(label="ARFD: KR only"),
         "cka_only": dict(label="ARFD: CKA only"),
         "lix": dict(label="LIX (DWLD + ARFD)"),
+        # The best of configs/sweeps/lix_tuning.py on the validation split (seed 0).
+        "lix_kappa1": dict(method="lix_kappa1", distill_method="lix",
+                           overrides=(("distill.kappa", 1.0),), label="LIX, κ = 1 (tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
