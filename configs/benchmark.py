@@ -24,9 +24,10 @@ import ml_collections
 from lix_jax.config_defaults import base_config
 
 HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
-            "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1")
+            "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1",
+            "unlabeled/none_equal_images")
 LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix")
-ABLATIONS = ("unlabeled/none_equal_images", "unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
+ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
              "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",
              "unlabeled/lix_late")

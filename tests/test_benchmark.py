@@ -141,6 +141,8 @@ def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):
   with pytest.raises(KeyError, match="unlabeled/lix"):
     benchmark.run_benchmark(_config(("teacher", "unlabeled/lixx")), str(tmp_path))
   assert not recorder, "nothing may train before every row name is checked"
+  with pytest.raises(ValueError, match="'none'"):
+    benchmark.run_benchmark(_config(("none", "teacher", "none")), str(tmp_path))
 
 
 def test_readme_table_is_the_one_computed_from_results_csv():

@@ -183,6 +183,9 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
   names = list(config.benchmark.rows)
   for name in names:
     get_row(name)  # Every name checked before hours of training.
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"benchmark.rows lists {repeated} more than once")
   os.makedirs(workdir, exist_ok=True)
   for split in ("train", config.distill.unlabeled_split, config.data.eval_split, config.data.test_split):
     if split:
