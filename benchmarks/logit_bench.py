@@ -1,0 +1,59 @@
+r"""Per-pixel logit losses alone: forward + backward (w.r.t. the student logits) of CE, KD, DKD and
+DWLD (fixed / dynamic / trust controllers) at one logits shape, median of `--iters` jitted calls.
+
+Teacher logits and labels are arguments (not constants), so XLA cannot fold the teacher side away.
+
+  PYTHONPATH=. python benchmarks/logit_bench.py                 # 32x64x192, K=10 (the LIX step's)
+  PYTHONPATH=. python benchmarks/logit_bench.py --shape 8 512 1024 19
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+if __package__ in (None, ""):
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from lix_jax.losses import logit  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--shape", type=int, nargs=4, default=(32, 64, 192, 10), metavar=("B", "H", "W", "K"))
+  parser.add_argument("--iters", type=int, default=10)
+  args = parser.parse_args()
+  b, h, w, k = args.shape
+  rng = np.random.default_rng(0)
+  student = jnp.asarray(3 * rng.normal(size=(b, h, w, k)), jnp.float32)
+  teacher = jnp.asarray(5 * rng.normal(size=(b, h, w, k)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, k, size=(b, h, w)), jnp.int32)
+  common = dict(alpha=1.0, beta=1.0, temperature=1.0)
+  losses = {
+      "ce": lambda s, t, y: logit.cross_entropy(s, y),
+      "kd": lambda s, t, y: logit.kd_loss(s, t, y, temperature=1.0),
+      "dkd": lambda s, t, y: logit.dkd_loss(s, t, y, **common),
+      **{f"dwld ({c})": (lambda c: lambda s, t, y: logit.dwld_loss(
+          s, t, y, controller=c, kappa=4.0, **common)[0])(c) for c in ("fixed", "dynamic", "trust")},
+  }
+  print(f"logits {args.shape}, {jax.devices()[0].platform}, median of {args.iters}\n")
+  print("| loss | fwd + bwd ms |\n|---|---|")
+  for name, fn in losses.items():
+    step = jax.jit(jax.value_and_grad(fn))
+    jax.block_until_ready(step(student, teacher, labels))
+    times = []
+    for _ in range(args.iters):
+      t0 = time.perf_counter()
+      jax.block_until_ready(step(student, teacher, labels))
+      times.append(time.perf_counter() - t0)
+    print(f"| {name} | {1e3 * statistics.median(times):.1f} |")
+
+
+if __name__ == "__main__":
+  main()
