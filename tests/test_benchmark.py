@@ -134,7 +134,11 @@ def test_table_means_stds_and_gap_match_numpy():
   gap = (np.mean(lix) - np.mean(none)) / (np.mean(teacher) - np.mean(none))
   assert cells[4] == f"{100 * gap:.0f} %"
   assert float(cells[6]) == pytest.approx(100 * np.mean(lix) / 2, abs=0.05)
-  assert md.count("student alone (CE)") == 2  # The reference row of both regimes.
+  # The CE student heads only the regimes that have a competitor: here the unlabelled one...
+  assert md.count("student alone (CE)") == 1 and "| labeled |" not in md
+  # ...and both once a labelled-only student exists.
+  md = benchmark.table_markdown(rows + [row("student", "kd", "labeled", 0, 0.65)])
+  assert md.count("student alone (CE)") == 2 and "| labeled | kd | 1 | 65.0 ± 0.0 | " in md
 
 
 def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):

@@ -242,9 +242,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   geometry = [c for c in GEOMETRY_CLASSES if rows and f"iou_{c}" in rows[0]]
   lines = [("-", row) for row in ROWS.values() if row.model == "teacher"]
   for regime in ("labeled", "unlabeled"):
-    lines += [(regime, ROWS["none"])] + [(regime, row) for row in ROWS.values()
-                                          if row.model == "student" and row.regime == regime
-                                          and row is not ROWS["none"]]
+    others = [(regime, row) for row in ROWS.values() if row.model == "student"
+              and row.regime == regime and row is not ROWS["none"]
+              and any(_matches(row, r, regime) for r in rows)]
+    if others:  # The CE student heads each regime that has something to compare with it.
+      lines += [(regime, ROWS["none"])] + others
   out = []
   for regime, row in lines:
     group = [r for r in rows if _matches(row, r, regime)]
