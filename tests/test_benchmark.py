@@ -157,3 +157,11 @@ def test_readme_table_is_the_one_computed_from_results_csv():
     readme = f.read()
   assert benchmark.table_markdown(benchmark.read_csv(path)) in readme, (
       "README's benchmark table is stale: paste `python -m lix_jax.train.benchmark results/benchmark.csv`")
+
+
+def test_a_part_run_keeps_the_rows_of_earlier_parts(tmp_path, recorder):
+  benchmark.run_benchmark(_config(("teacher", "none", "unlabeled/kd")), str(tmp_path))
+  benchmark.run_benchmark(_config(("teacher", "none", "labeled/kd")), str(tmp_path))
+  with open(tmp_path / "benchmark.csv", newline="") as f:
+    keys = {(r["method"], r["regime"], r["seed"]) for r in csv.DictReader(f) if r["model"] == "student"}
+  assert {("kd", "unlabeled", "0"), ("kd", "labeled", "1")} <= keys

@@ -9,8 +9,8 @@ The plain student (`none`) never reads unlabelled frames, so its run serves both
 
 Every run has its own sub-workdir and is re-used once finished, so the benchmark resumes where it
 stopped and can be run in parts (`--config.benchmark.rows=...`). After each run `benchmark.csv`
-(DESIGN §6 columns, test split) and `benchmark.md` are rewritten from every finished run of the
-configured rows, so partial results are never lost.
+(DESIGN §6 columns, test split), `benchmark.md` and `benchmark.png` are rewritten from every
+finished run in the workdir (any row, the configured seeds), so partial results are never lost.
 
   python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark
   python -m lix_jax.train.benchmark results/benchmark.csv [chart.png]  # README table (+ chart)
@@ -150,10 +150,11 @@ def _finished(path: str) -> dict[str, Any] | None:
 
 
 def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
-  """Rewrites benchmark.csv / benchmark.md from every finished run of the configured rows."""
+  """Rewrites benchmark.csv / .md / .png from every finished run in `workdir` of any row of `ROWS`
+  and seed of `benchmark.seeds`, so a part run (a preset, a subset of rows) drops nothing."""
   from lix_jax.train import experiment  # noqa: PLC0415
   rows = []
-  for name in config.benchmark.rows:
+  for name in ROWS:
     for seed in config.benchmark.seeds:
       result = _finished(os.path.join(workdir, run_dir(name, seed)))
       if result is None:
@@ -287,7 +288,7 @@ def bar_chart(rows: list[dict[str, Any]], path: str) -> None:
       [dict(method="teacher" if e["regime"] == "-" else "student",
             label=prefix[e["regime"]] + e["label"], miou=e["mean"], std=e["std"])
        for e in summarize(rows)],
-      title="test mIoU, mean ± std over seeds (L: labelled only, U: + unlabelled)", path=path)
+      title="test mIoU, mean ± std over seeds", path=path)
 
 
 def read_csv(path: str) -> list[dict[str, Any]]:
