@@ -131,7 +131,7 @@ def student_config(config, row: Row, seed: int, teacher_workdir: str) -> ml_coll
 
 def result_row(config, name: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
   """One `benchmark.csv` row (DESIGN §6 columns)."""
-  from lix_jax.train import experiment, loop  # noqa: PLC0415 (keeps `--table` free of jax)
+  from lix_jax.train import experiment, loop  # noqa: PLC0415 (the table CLI needs no jax)
   row = get_row(name)
   out = dict(zip(experiment.RESULT_COLUMNS[:6],
                  (row.model, row.method, row.fusion, row.x_modality, row.regime, seed)))
