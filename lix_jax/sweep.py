@@ -11,7 +11,6 @@ re-used, so an interrupted sweep resumes. The validation mIoU of each entry is p
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from typing import Any
 
@@ -58,26 +57,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   return c
 
 
-def finished_result(workdir: str) -> dict[str, Any] | None:
-  """The final metrics of a finished entry (both splits evaluated), else None (run it)."""
-  path = os.path.join(workdir, "final_metrics.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    result = json.load(f)
-  return result if result.get("validation") and result.get("test") else None
-
-
 def main(argv):
   del argv
   base = cli._CONFIG.value
   entries = load_sweep(_SWEEP.value)
   configs = {e["name"]: apply_overrides(base, e) for e in entries}  # All keys checked up front.
   cli.setup(base)
+  from lix_jax.train import experiment  # noqa: PLC0415 (after set-up, like the CLI's modes)
   results = {}
   for name, config in configs.items():
     workdir = os.path.join(os.path.abspath(cli._WORKDIR.value), name)
-    result = finished_result(workdir)
+    result = experiment.finished_result(workdir)
     if result is None:
       result = cli.dispatch(config, workdir)
     results[name] = (result or {}).get("validation") or {}

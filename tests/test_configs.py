@@ -13,7 +13,7 @@ from lix_jax import losses, models
 from lix_jax.data import geometry
 from lix_jax.models.networks import TAP_STRIDES
 from lix_jax import sweep
-from lix_jax.train import benchmark
+from lix_jax.train import benchmark, experiment
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -86,10 +86,11 @@ def test_sweep_override_of_a_missing_key_is_named():
 
 
 def test_sweep_reuses_only_entries_with_both_splits_evaluated(tmp_path):
-  assert sweep.finished_result(str(tmp_path)) is None
+  # experiment.finished_result decides re-use for sweeps, pipelines and the benchmark alike.
+  assert experiment.finished_result(str(tmp_path)) is None
   metrics = {"step": 5, "validation": {"miou": 0.5}, "test": {"miou": 0.4}}
   (tmp_path / "final_metrics.json").write_text(json.dumps(metrics))
-  assert sweep.finished_result(str(tmp_path)) == metrics
+  assert experiment.finished_result(str(tmp_path)) == metrics
   # An entry whose validation was never written must run again (it re-evaluates on resume).
   (tmp_path / "final_metrics.json").write_text(json.dumps(dict(metrics, validation=None)))
-  assert sweep.finished_result(str(tmp_path)) is None
+  assert experiment.finished_result(str(tmp_path)) is None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -130,23 +129,17 @@ def student_config(config, row: Row, seed: int, teacher_workdir: str) -> ml_coll
 
 
 def result_row(config, name: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
-  """One `benchmark.csv` row (DESIGN §6 columns)."""
-  from lix_jax.train import experiment, loop  # noqa: PLC0415 (the table CLI needs no jax)
+  """One `benchmark.csv` row (DESIGN §6 columns): the pipeline's row of this row's run config."""
+  from lix_jax.train import experiment  # noqa: PLC0415 (the table CLI needs no jax)
   row = get_row(name)
-  out = dict(zip(experiment.RESULT_COLUMNS[:6],
-                 (row.model, row.method, row.fusion, row.x_modality, row.regime, seed)))
-  out.update(miou=metrics["miou"], pixel_acc=metrics["pixel_acc"])
-  for class_name, iou in zip(loop.class_names(config), metrics["iou"]):
-    out[f"iou_{class_name}"] = iou
-  return out
+  run_config = (teacher_config(config, row, seed) if row.model == "teacher"
+                else student_config(config, row, seed, teacher_workdir=""))
+  return experiment.result_row(run_config, row.model, row.method, seed, metrics)
 
 
-def _finished(path: str) -> dict[str, Any] | None:
-  done = os.path.join(path, "final_metrics.json")
-  if not os.path.exists(done):
-    return None
-  with open(done) as f:
-    return json.load(f)
+def _finished(workdir: str, name: str, seed: int) -> dict[str, Any] | None:
+  from lix_jax.train import experiment  # noqa: PLC0415
+  return experiment.finished_result(os.path.join(workdir, run_dir(name, seed)))
 
 
 def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
@@ -156,7 +149,7 @@ def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
   rows = []
   for name in ROWS:
     for seed in config.benchmark.seeds:
-      result = _finished(os.path.join(workdir, run_dir(name, seed)))
+      result = _finished(workdir, name, seed)
       if result is None:
         continue
       row = result_row(config, name, seed, result["test"])
@@ -180,7 +173,7 @@ def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
 
 def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
   """Trains every (row, seed) of the config not finished yet, in order; returns the CSV rows."""
-  from lix_jax.train import experiment, loop  # noqa: PLC0415
+  from lix_jax.train import experiment  # noqa: PLC0415
   names = list(config.benchmark.rows)
   for name in names:
     get_row(name)  # Every name checked before hours of training.
@@ -188,9 +181,7 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
   if repeated:
     raise ValueError(f"benchmark.rows lists {repeated} more than once")
   os.makedirs(workdir, exist_ok=True)
-  for split in ("train", config.distill.unlabeled_split, config.data.eval_split, config.data.test_split):
-    if split:
-      loop.source(config, split)  # Builds the ArrayRecord files once, up front.
+  experiment.prepare_sources(config)
   for seed in config.benchmark.seeds:  # Seed-major: a stopped benchmark has whole seeds.
     for name in names:
       row = get_row(name)
@@ -215,9 +206,9 @@ def _write_pictures(config, workdir: str) -> None:
   seed = config.benchmark.seeds[0]
   runs = {"teacher": ("teacher", "teacher"), "student": ("none", "student"),
           "LIX student": ("unlabeled/lix", "distill")}
-  dirs = {label: (os.path.join(workdir, run_dir(name, seed)), role)
-          for label, (name, role) in runs.items()}
-  if all(_finished(d) is not None for d, _ in dirs.values()):
+  if all(_finished(workdir, name, seed) is not None for name, _ in runs.values()):
+    dirs = {label: (os.path.join(workdir, run_dir(name, seed)), role)
+            for label, (name, role) in runs.items()}
     lix = get_row("unlabeled/lix")
     teacher_dir = os.path.join(workdir, _teacher_key(lix, seed))
     report.write_report(student_config(config, lix, seed, teacher_dir), workdir, dirs,

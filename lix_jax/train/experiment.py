@@ -34,13 +34,33 @@ def student_config(config, method: str, seed: int, teacher_workdir: str) -> ml_c
   return c
 
 
+def finished_result(workdir: str) -> dict[str, Any] | None:
+  """The `final_metrics.json` of a finished run with both splits evaluated, else None.
+
+  A run whose file lacks the validation metrics is not finished: training it again resumes at
+  its last step and only evaluates (`loop.train`)."""
+  path = os.path.join(workdir, "final_metrics.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  return result if result.get("validation") and result.get("test") else None
+
+
+def prepare_sources(config) -> None:
+  """Builds the ArrayRecord files of every split a run of `config` reads, once, up front."""
+  for split in ("train", config.distill.unlabeled_split, config.data.eval_split,
+                config.data.test_split):
+    if split:
+      loop.source(config, split)
+
+
 def run_role(config, workdir: str, method: str | None, *, num_steps=None) -> dict[str, Any]:
   """Trains (or resumes, or re-uses a finished) run; `method` None = teacher, "none" = plain student."""
-  done = os.path.join(workdir, "final_metrics.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      logging.info("Re-using the finished run in %s", workdir)
-      return json.load(f)
+  result = finished_result(workdir)
+  if result is not None:
+    logging.info("Re-using the finished run in %s", workdir)
+    return result
   role = "teacher" if method is None else ("student" if method == "none" else "distill")
   return loop.train(config, workdir, role, num_steps=num_steps)
 
@@ -90,8 +110,7 @@ def load_variables(config, workdir: str, role: str):
 
 def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
   os.makedirs(workdir, exist_ok=True)
-  for split in ("train", config.data.eval_split, config.data.test_split):
-    loop.source(config, split)  # Builds the ArrayRecord files once, up front.
+  prepare_sources(config)
   teacher_dir = os.path.join(workdir, "teacher")
   t_result = run_role(config, teacher_dir, None, num_steps=config.pipeline.teacher_num_steps)
   rows = [result_row(config, "teacher", "-", config.seed, t_result["test"])]
