@@ -1,6 +1,7 @@
 """Input-pipeline throughput (images/s) of lix_jax.data.pipeline; prints figures, asserts nothing.
 
   PYTHONPATH=. .venv/bin/python benchmarks/pipeline_bench.py [--data_dir=/tmp/lix_data] [--steps=30]
+      [--workers 2 4]     # also with 2 and 4 grain worker processes
 
 Sources: a fake in-memory source of 64x192 examples (random image, depth with holes) and, when it
 can be built, the `synthetic_driving` `tiny` train split. For each X modality and 1 / 2 grain
@@ -35,10 +36,10 @@ def fake_source(n: int = 64, h: int = 64, w: int = 192, seed: int = 0) -> list[d
 
 
 def images_per_s(source, *, x_modality: str, num_threads: int, crop_hw, batch_size: int = 8,
-                 steps: int = 30, warmup: int = 3) -> float:
+                 steps: int = 30, warmup: int = 3, num_workers: int = 0) -> float:
   it = iter(pipeline.train_dataset(source, batch_size=batch_size, seed=0, x_modality=x_modality,
                                    crop_hw=crop_hw, num_threads=num_threads, prefetch=4,
-                                   shard_index=0, shard_count=1))
+                                   shard_index=0, shard_count=1, num_workers=num_workers))
   for _ in range(warmup):
     next(it)
   t0 = time.perf_counter()
@@ -59,7 +60,7 @@ def cpu_ms_per_example(source, *, x_modality: str, crop_hw, n: int = 50) -> floa
   return (time.process_time() - t0) / n * 1e3
 
 
-def run(name: str, source, crop_hw, steps: int) -> None:
+def run(name: str, source, crop_hw, steps: int, workers: tuple[int, ...] = ()) -> None:
   h, w = np.asarray(source[0]["image"]).shape[:2]
   print(f"\n{name}: {len(source)} examples of {h}x{w}, crop {crop_hw[0]}x{crop_hw[1]}, batch 8")
   for x_modality in ("depth", "disparity", "normal"):
@@ -68,14 +69,23 @@ def run(name: str, source, crop_hw, steps: int) -> None:
     cpu = cpu_ms_per_example(source, x_modality=x_modality, crop_hw=crop_hw)
     print(f"  x={x_modality:9s}  1 thread: {figs[0]:7.1f} img/s   2 threads: {figs[1]:7.1f} img/s"
           f"   process_example: {cpu:5.2f} ms CPU/example")
+  for n in workers:  # worker processes (mp_prefetch), 1 read thread each
+    ips = images_per_s(source, x_modality="depth", num_threads=1, crop_hw=crop_hw, steps=steps,
+                       num_workers=n)
+    print(f"  x=depth      {n} worker processes: {ips:7.1f} img/s")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--data_dir", default="/tmp/lix_bench_data")
   parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--workers", type=int, nargs="*", default=(),
+                      help="also time these numbers of grain worker processes (x = depth)")
   args = parser.parse_args()
-  run("fake", fake_source(), (64, 192), args.steps)
+  if args.workers:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    flags.FLAGS.mark_as_parsed()  # grain's worker processes read an absl flag
+  run("fake", fake_source(), (64, 192), args.steps, tuple(args.workers))
   try:
     from lix_jax.data import get_source  # pylint: disable=g-import-not-at-top
     src = get_source("synthetic_driving", "train", data_dir=args.data_dir, builder_config="tiny")

@@ -21,6 +21,10 @@ Usage (from the repository root):
   python benchmarks/step_bench.py            # configs/synthetic.py default sizes
   python benchmarks/step_bench.py --quick    # fewer iterations, shorter loop
   python benchmarks/step_bench.py --config tiny
+  # GPU, KITTI-scale crops with full-width bf16 networks (any config key, literal values):
+  python benchmarks/step_bench.py --no_scaling --no_loop --set 'data.crop_hw=(256,768)' \
+      --set teacher.width=1.0 --set student.width=1.0 --set teacher.dtype=bfloat16 \
+      --set student.dtype=bfloat16
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
                              + " --xla_force_host_platform_device_count=8").strip()
 
 import argparse  # noqa: E402
+import ast  # noqa: E402
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import math  # noqa: E402
@@ -64,6 +69,26 @@ def load_config(preset: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(preset)
+
+
+def apply_overrides(config, overrides):
+  """`key.sub=value` strings (values as Python literals) onto `config`; unknown keys raise."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"--set {item!r}: expected key=value, e.g. data.crop_hw=(256,768)")
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise KeyError(f"--set {item!r}: config has no key {key!r}")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text  # a bare string such as bfloat16
+    node[leaf] = value
+  return config
 
 
 def random_variables(model, hw, seed):
@@ -182,7 +207,7 @@ def table(header, rows):
   print()
 
 
-def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters):
+def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_block):
   """Rows of the component table and the LIX / floor ratios."""
   cfg = b.distill_cfg
   timings, rows = {}, []
@@ -236,13 +261,15 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters):
   arfd_grad = jax.jit(jax.value_and_grad(
       lambda a, t: losses.feature_distill_loss("arfd", a, t, cfg=cfg, axis_name=None)[0]))
   record("ARFD + grad (step's taps)", lambda: arfd_grad(a_feats, t_feats), n_lab + n_unl)
-  # Diagnostic: the same ARFD with a smaller kernel-regression block (cache-sized on CPU).
+  # Diagnostic: the same ARFD with another kernel-regression block (256: cache-sized on CPU;
+  # on a GPU a few large blocks beat many small sequential ones).
   kw = {k: cfg[k] for k in ("sigma", "mix", "lambda_kr", "lambda_cka", "kernel", "stride",
                             "cka_max_pixels")}
   weights = cfg.get("tap_weights") or [1.0] * len(taps)
-  arfd_256 = jax.jit(jax.value_and_grad(lambda a, t: sum(
-      w * feature.arfd_loss(a[k], t[k], block_size=256, **kw)[0] for k, w in zip(taps, weights))))
-  record("ARFD + grad, KR block_size=256 (diagnostic)", lambda: arfd_256(a_feats, t_feats),
+  arfd_diag = jax.jit(jax.value_and_grad(lambda a, t: sum(
+      w * feature.arfd_loss(a[k], t[k], block_size=diag_kr_block, **kw)[0]
+      for k, w in zip(taps, weights))))
+  record(f"ARFD + grad, KR block_size={diag_kr_block} (diagnostic)", lambda: arfd_diag(a_feats, t_feats),
          n_lab + n_unl)
   return timings, rows
 
@@ -251,7 +278,7 @@ def loop_throughput(b: Bench, dp, n_lab, n_unl, num_steps, warmup):
   """Images/s: loop with the grain pipeline (tiny source in a temp dir) vs the step alone."""
   c = b.config
   common = dict(x_modality=c.data.x_modality, crop_hw=b.hw, scale_range=tuple(c.data.scale_range),
-                flip=c.data.flip, num_threads=c.data.num_threads)
+                flip=c.data.flip, num_threads=c.data.num_threads, num_workers=c.data.num_workers)
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
     get = lambda split: data_lib.get_source(c.data.name, split, data_dir=tmp, builder_config="tiny")
@@ -322,13 +349,22 @@ def main():
   parser.add_argument("--config", default="", help="preset of configs/synthetic.py ('' = default)")
   parser.add_argument("--quick", action="store_true", help="fewer iterations, shorter loop")
   parser.add_argument("--iters", type=int, default=None, help="timed calls per entry")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, e.g. --set 'data.crop_hw=(256,768)' (repeatable)")
+  parser.add_argument("--no_loop", action="store_true",
+                      help="skip the end-to-end loop (its tiny source has 64x192 images)")
+  parser.add_argument("--diag_kr_block", type=int, default=256,
+                      help="kernel-regression block of the diagnostic ARFD row")
   parser.add_argument("--no_scaling", action="store_true")
   parser.add_argument("--no_scaling_check", action="store_true",
                       help="skip the 1-device reference runs of the scaling table (fewer compiles)")
   args = parser.parse_args()
   iters = args.iters or (3 if args.quick else 10)
   warmup = 1 if args.quick else 2
-  config = load_config(args.config)
+  config = apply_overrides(load_config(args.config), args.set)
+  if config.data.num_workers:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    flags.FLAGS.mark_as_parsed()  # grain's worker processes read an absl flag
   b = Bench(config)
   n_lab = config.train.batch_size
   n_unl = config.distill.unlabeled_batch_size if config.distill.unlabeled_split else 0
@@ -339,11 +375,14 @@ def main():
         f"x{config.teacher.width} ({config.teacher.fusion}), student {config.student.backbone} "
         f"x{config.student.width}, {b.hw[0]}x{b.hw[1]}, K={b.num_classes}, B={n_lab}, U={n_unl}, "
         f"taps {list(config.distill.taps)}, kernel {config.distill.kernel}, "
+        f"KR block {config.distill.kr_block_size}, data threads {config.data.num_threads} / "
+        f"workers {config.data.num_workers}, "
         f"median of {iters} after {warmup} warm-up\n")
   dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:1]))
   batch = make_batch(n_lab, n_unl, b.hw, b.cx, b.num_classes)
 
-  timings, rows = component_timings(b, dp, batch, n_lab, n_unl, warmup, iters)
+  timings, rows = component_timings(b, dp, batch, n_lab, n_unl, warmup, iters,
+                                     args.diag_kr_block)
   print("### Components (1 device)\n")
   table(("entry", "images", "median ms", "images/s", "first call s"), rows)
   ratio_rows = []
@@ -361,14 +400,15 @@ def main():
   table(("LIX step", "LIX ms", "teacher fwd + student fwd/bwd ms", "ratio (≤ 1.25)",
          "(DWLD + ARFD) / LIX (≤ 10 %)"), ratio_rows)
 
-  loop_steps = 4 if args.quick else 20
-  build_s, data_ips, loop_ips = loop_throughput(b, dp, n_lab, n_unl, loop_steps, warmup=2)
-  step_ips = 1e3 * (n_lab + n_unl) / lix
-  print(f"### Training loop end to end (tiny source built in {build_s:.1f} s; {loop_steps} steps)\n")
-  table(("what", "images/s"), [("data pipeline alone (next batch)", f"{data_ips:.0f}"),
-                               ("loop: data + shard_batch + LIX step", f"{loop_ips:.0f}"),
-                               ("LIX step alone (same batch shape)", f"{step_ips:.0f}"),
-                               ("loop / step", f"{loop_ips / step_ips:.2f}")])
+  if not args.no_loop:
+    loop_steps = 4 if args.quick else 20
+    build_s, data_ips, loop_ips = loop_throughput(b, dp, n_lab, n_unl, loop_steps, warmup=2)
+    step_ips = 1e3 * (n_lab + n_unl) / lix
+    print(f"### Training loop end to end (tiny source built in {build_s:.1f} s; {loop_steps} steps)\n")
+    table(("what", "images/s"), [("data pipeline alone (next batch)", f"{data_ips:.0f}"),
+                                 ("loop: data + shard_batch + LIX step", f"{loop_ips:.0f}"),
+                                 ("LIX step alone (same batch shape)", f"{step_ips:.0f}"),
+                                 ("loop / step", f"{loop_ips / step_ips:.2f}")])
 
   if not args.no_scaling:
     per_lab, per_unl = max(1, n_lab // 8), max(1, n_unl // 8)

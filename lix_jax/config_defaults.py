@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.scale_range = (0.75, 1.5)
   c.data.flip = True
   c.data.num_threads = 2
+  c.data.num_workers = 0  # > 0: grain worker processes (mp_prefetch); use on GPU/TPU hosts.
   c.data.eval_split = "validation"
   c.data.test_split = "test"
 

@@ -76,6 +76,25 @@ def test_resume_from_state_gives_identical_batches(thread_prefetch):
     assert_batches_equal(x, y)
 
 
+def test_worker_processes_give_the_in_process_stream_and_resume_exactly():
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # grain's workers read an absl flag (app.run parses them in main).
+  src = [coord_example(i) for i in range(5)]
+  full = take(iter(train(src, seed=1)), 5)
+  it = iter(train(src, seed=1, num_workers=2))
+  first = take(it, 2)
+  state = it.get_state()
+  assert len(state["iterators_in_use_states"]) == 2  # one position per worker, not in-process
+  del it
+  it2 = iter(train(src, seed=1, num_workers=2))
+  it2.set_state(state)
+  for x, y in zip(first + take(it2, 3), full):
+    assert_batches_equal(x, y)
+  del it2
+  with pytest.raises(ValueError, match="num_workers"):
+    train(src, num_workers=-1)
+
+
 def test_two_hosts_disjoint_cover_each_epoch_and_match_global_batch():
   n, b, hosts = 12, 2, 2
   src = id_source(n)

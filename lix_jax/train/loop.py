@@ -162,7 +162,7 @@ def make_train_iters(config, role: str) -> dict[str, Any]:
   """The labelled (and, for distillation with `distill.unlabeled_split`, unlabelled) iterators."""
   common = dict(x_modality=config.data.x_modality, crop_hw=tuple(config.data.crop_hw),
                 scale_range=tuple(config.data.scale_range), flip=config.data.flip,
-                num_threads=config.data.num_threads)
+                num_threads=config.data.num_threads, num_workers=config.data.num_workers)
   iters = {"train": iter(pipeline.train_dataset(
       source(config, "train"), batch_size=_per_host(config.train.batch_size, "train.batch_size"),
       seed=config.seed, **common))}

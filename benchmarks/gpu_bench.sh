@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU figures of the speed benchmarks in one call (README "Speed", issue 7), for a lent machine
+# whose image has JAX with CUDA but not grain / ml-collections / tfds: those travel as wheels in
+# .whl/ (see .library/device/README.md; flax and optax are carried too, so both machines run the
+# same versions of them). Writes every log under $OUT (or /tmp/gpu_bench).
+#
+#   bash benchmarks/gpu_bench.sh          # step benchmarks, then logit losses
+#   bash benchmarks/gpu_bench.sh step     # step benchmarks only
+set -o pipefail
+if [[ -d .whl ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+fi
+export PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/gpu_bench}
+mkdir -p "$out"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, \
+'optax', optax.__version__, jax.devices())"; } 2>&1 | tee "$out/machine.txt"
+
+# 1. The CPU benchmark's sizes (configs/synthetic.py default: 64x192, widths 0.25, B 16 + U 16),
+#    with one grain read thread per core (the CPU default of 2 starves the GPU).
+timeout 200 python3 benchmarks/step_bench.py --no_scaling --set data.num_threads=16 2>&1 \
+  | tee "$out/step_default.txt"
+# 2. KITTI-scale crops, full-width networks in bfloat16, kernel-regression blocks of 4096 (a few
+#    large blocks; 256 -- the CPU default -- makes hundreds of sequential small ones).
+timeout 200 python3 benchmarks/step_bench.py --no_scaling --no_loop --iters 20 \
+  --set 'data.crop_hw=(256,768)' --set teacher.width=1.0 --set student.width=1.0 \
+  --set teacher.dtype=bfloat16 --set student.dtype=bfloat16 --set distill.kr_block_size=4096 \
+  --diag_kr_block 256 2>&1 | tee "$out/step_kitti.txt"
+[[ "${1:-all}" == step ]] && exit 0
+# 3. The logit losses alone at the step's shape and at a Cityscapes-like one.
+timeout 60 python3 benchmarks/logit_bench.py --iters 20 2>&1 | tee "$out/logit_default.txt"
+timeout 60 python3 benchmarks/logit_bench.py --iters 20 --shape 8 512 1024 19 2>&1 \
+  | tee "$out/logit_cityscapes.txt"
