@@ -24,7 +24,7 @@ import ml_collections
 from lix_jax.config_defaults import base_config
 
 HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
-            "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1",
+            "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1", "unlabeled/lix_balanced",
             "unlabeled/none_equal_images")
 LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix")
 ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",

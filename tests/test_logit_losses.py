@@ -59,7 +59,7 @@ def np_dkd_terms(s, t, labels, tau):
   return np.where(valid, tcld, 0.0), np.where(valid, ncld, 0.0), np.where(valid, p_y, 0.0)
 
 
-def np_dwc_weights(s, t, labels, tau, alpha, beta, controller, kappa):
+def np_dwc_weights(s, t, labels, tau, alpha, beta, controller, kappa, class_balance=1.0):
   valid = labels != IGN
   tcld, ncld, _ = np_dkd_terms(s, t, labels, tau)
   if controller == "fixed":
@@ -69,6 +69,9 @@ def np_dwc_weights(s, t, labels, tau, alpha, beta, controller, kappa):
   rho = np.take_along_axis(np_softmax(t), y[..., None], -1)[..., 0]  # τ = 1
   u_t = rho * np.exp(tcld * inv)
   u_n = np.exp(ncld * inv)
+  if controller == "balanced":  # times (pixels of the pixel's class in the batch)^-γ
+    n_y = np.array([np.sum(valid & (labels == c)) for c in range(t.shape[-1])])[y]
+    u_t, u_n = u_t * n_y**-class_balance, u_n * n_y**-class_balance
   w_t = alpha * u_t / np_valid_mean(u_t, labels)
   w_n = beta * u_n / np_valid_mean(u_n, labels)
   return np.where(valid, w_t, 0.0), np.where(valid, w_n, 0.0)
@@ -179,7 +182,8 @@ def test_dkd_loss_value_and_grad(tau):
 
 
 DWLD_CASES = [("fixed", 1.0, 1.0), ("dynamic", 1.0, 2.0), ("dynamic", 2.0, 0.5),
-              ("dynamic", 4.0, -1.5), ("dynamic", 4.0, -0.5), ("trust", 2.0, 1.0)]
+              ("dynamic", 4.0, -1.5), ("dynamic", 4.0, -0.5), ("trust", 2.0, 1.0),
+              ("balanced", 2.0, 1.0), ("balanced", 1.0, -2.0)]
 
 
 @pytest.mark.parametrize("controller,tau,kappa", DWLD_CASES)
@@ -273,6 +277,9 @@ ALL_LOSSES = {  # name -> loss(s, t, y, axis_name=None)
         s, t, y, alpha=1.0, beta=2.0, temperature=1.0, kappa=-1.0, axis_name=a)[0],
     "dwld_trust": lambda s, t, y, a=None: logit.dwld_loss(
         s, t, y, alpha=1.0, beta=2.0, temperature=2.0, controller="trust", axis_name=a)[0],
+    "dwld_balanced": lambda s, t, y, a=None: logit.dwld_loss(
+        s, t, y, alpha=1.0, beta=2.0, temperature=2.0, controller="balanced", kappa=2.0,
+        class_balance=0.7, axis_name=a)[0],
     "pseudo_label": lambda s, t, y, a=None: logit.pseudo_label_loss(s, t, y, threshold=0.4,
                                                                     axis_name=a),
     "pseudo_label_thr0": lambda s, t, y, a=None: logit.pseudo_label_loss(s, t, y, axis_name=a),
@@ -331,7 +338,7 @@ def test_controller_errors_and_custom_controller():
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, controller="nope")
   with pytest.raises(ValueError, match="kappa"):
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, kappa=0.0)
-  assert set(logit.CONTROLLERS) == {"fixed", "dynamic", "trust"}
+  assert set(logit.CONTROLLERS) == {"fixed", "dynamic", "trust", "balanced"}
 
   def doubled(student_logits, teacher_logits, labels, *, alpha, beta, temperature, valid, **kw):
     return 2 * alpha * valid, 2 * beta * valid
@@ -394,3 +401,19 @@ def test_sharded_dwld_weights_and_grads():
   np.testing.assert_allclose(w_t, aux1["w_t"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(w_n, aux1["w_n"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(np.asarray(g) / 8, g1, rtol=1e-5, atol=1e-8)
+
+
+def test_balanced_controller_gives_each_class_the_same_total_weight():
+  kw = dict(alpha=0.8, beta=1.7, temperature=2.0)
+  # κ huge: u^n = n_y^-1 alone, so every class present gets the same total NCLD weight.
+  _, aux = logit.dwld_loss(j(S), j(T), jl(Y), controller="balanced", kappa=1e12, **kw)
+  present = [c for c in range(S.shape[-1]) if np.any(Y == c)]
+  totals = [float(np.sum(np.asarray(aux["w_n"])[Y == c])) for c in present]
+  assert len(present) >= 3 and len(set(np.bincount(Y[Y != IGN]))) > 1  # unequal class areas
+  np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
+  np.testing.assert_allclose(np.sum(aux["w_n"]), kw["beta"] * np.sum(Y != IGN), rtol=1e-5)
+  # γ = 0 is the dynamic controller.
+  balanced0 = logit.dwld_loss(j(S), j(T), jl(Y), controller="balanced", class_balance=0.0, **kw)
+  dynamic = logit.dwld_loss(j(S), j(T), jl(Y), controller="dynamic", **kw)
+  close(balanced0[0], dynamic[0])
+  close(balanced0[1]["w_t"], dynamic[1]["w_t"])

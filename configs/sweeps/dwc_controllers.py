@@ -1,4 +1,5 @@
-r"""DWC ablation (DESIGN §2.3): fixed (= DKD) vs trust vs dynamic with kappa of both signs.
+r"""DWC ablation (DESIGN §2.3): fixed (= DKD) vs trust vs dynamic with kappa of both signs, and
+lix_jax's own class-balanced controller.
 
 Runs `distill` with the teacher of a finished pipeline, one sub-workdir per entry:
 
@@ -14,4 +15,5 @@ def get_sweep():
       {"name": "trust", "distill.method": "dwld", "distill.controller": "trust"},
       {"name": "dynamic_k4", "distill.method": "dwld", "distill.controller": "dynamic", "distill.kappa": 4.0},
       {"name": "dynamic_k-2", "distill.method": "dwld", "distill.controller": "dynamic", "distill.kappa": -2.0},
+      {"name": "balanced_k1", "distill.method": "dwld", "distill.controller": "balanced", "distill.kappa": 1.0},
   ]

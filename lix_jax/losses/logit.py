@@ -202,12 +202,14 @@ def fixed_controller(student_logits, teacher_logits, labels, *, alpha, beta, tem
 
 def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
                        tcld, ncld, valid, kappa=1.0, axis_name=None,
-                       ignore_index=IGNORE_INDEX, **kw) -> tuple[jax.Array, jax.Array]:
+                       ignore_index=IGNORE_INDEX, log_prior=None,
+                       **kw) -> tuple[jax.Array, jax.Array]:
   """DWC of DESIGN §2.3: `u^t = ρ·exp(sg(TCLD)/κ)`, `u^n = exp(sg(NCLD)/κ)`, normalised to α, β.
 
   ρ = softmax(t)[y] at τ = 1 (teacher reliability). `kappa=±inf` gives the `trust` controller.
   ρ enters the exponent as log ρ (from log_softmax), so a tiny ρ never underflows before the
-  max-subtraction.
+  max-subtraction. `log_prior` (`[B, H, W]` or None) is added to both log-weights before the
+  normalisation (used by `balanced_controller`).
   """
   del student_logits, temperature, kw
   if isinstance(kappa, (int, float)) and kappa == 0:
@@ -217,9 +219,34 @@ def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, t
   t = lax.stop_gradient(_at_least_f32(teacher_logits))
   log_rho = _pick(t, one_hot) - jax.nn.logsumexp(t, axis=-1)  # log softmax(t)[y], no [.., K] temp.
   tcld, ncld = lax.stop_gradient(tcld), lax.stop_gradient(ncld)
-  w_t = _normalised_weights(log_rho + tcld * inv_kappa, valid, alpha, axis_name)
-  w_n = _normalised_weights(ncld * inv_kappa, valid, beta, axis_name)
+  log_u_t, log_u_n = log_rho + tcld * inv_kappa, ncld * inv_kappa
+  if log_prior is not None:
+    log_u_t, log_u_n = log_u_t + log_prior, log_u_n + log_prior
+  w_t = _normalised_weights(log_u_t, valid, alpha, axis_name)
+  w_n = _normalised_weights(log_u_n, valid, beta, axis_name)
   return w_t, w_n
+
+
+def balanced_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
+                        valid, class_balance=1.0, axis_name=None, ignore_index=IGNORE_INDEX,
+                        **kw) -> tuple[jax.Array, jax.Array]:
+  """lix_jax's own DWC: `dynamic` times `n_y^(−γ)`, normalised to α, β as in `dynamic`.
+
+  n_y is the number of valid pixels of the pixel's class y in the global batch (psum-ed over
+  `axis_name`), γ = `class_balance`. At γ = 1 every class present in the batch gets the same total
+  weight, whatever its area -- the per-class normalisation that CWD gets from its softmax over
+  pixels; γ = 0 is `dynamic`. The weights still average α and β over valid pixels, so the loss
+  stays a global mean (DESIGN §1).
+  """
+  num_classes = teacher_logits.shape[-1]
+  _, one_hot = _one_hot(labels, num_classes, ignore_index)
+  in_class = one_hot & valid[..., None]
+  counts = _psum(jnp.sum(in_class.astype(jnp.int32), axis=tuple(range(labels.ndim))), axis_name)
+  log_counts = jnp.log(jnp.maximum(counts, 1).astype(jnp.float32))
+  log_prior = -class_balance * _pick(jnp.broadcast_to(log_counts, one_hot.shape), one_hot)
+  return dynamic_controller(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
+                            temperature=temperature, valid=valid, axis_name=axis_name,
+                            ignore_index=ignore_index, log_prior=log_prior, **kw)
 
 
 def trust_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
@@ -234,6 +261,7 @@ CONTROLLERS: dict[str, Controller] = {
     "fixed": fixed_controller,
     "dynamic": dynamic_controller,
     "trust": trust_controller,
+    "balanced": balanced_controller,
 }
 
 
@@ -249,13 +277,13 @@ def get_controller(name: str) -> Controller:
 def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
               alpha: float, beta: float, temperature: float,
               controller: str | Controller = "dynamic", kappa: float = 1.0,
-              ignore_index: int = IGNORE_INDEX,
-              axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+              ignore_index: int = IGNORE_INDEX, axis_name: str | None = None,
+              class_balance: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Dynamically-weighted logit distillation `τ²·mean_valid(w^t⊙TCLD + w^n⊙NCLD)` (DESIGN §2.3).
 
   The controller (a name in `CONTROLLERS` or a callable) is called as
   `controller(student_logits, teacher_logits, labels, alpha=, beta=, temperature=, kappa=,
-  tcld=, ncld=, valid=, axis_name=, ignore_index=)` where `tcld`, `ncld` are the stop-gradient
+  tcld=, ncld=, valid=, axis_name=, ignore_index=, class_balance=)` where `tcld`, `ncld` are the stop-gradient
   per-pixel terms `[B, H, W]` (0 where invalid) and `valid` the `[B, H, W]` bool mask; it must
   accept (and may ignore) any of these keywords via `**kw` and return `(w_t, w_n)`, each
   `[B, H, W]`, 0 at invalid pixels. Any global statistic it needs must be reduced over
@@ -266,10 +294,11 @@ def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
     labels: `[B, H, W]` target classes (for unlabelled pixels: `teacher_targets`).
     alpha, beta: mean weights of TCLD and NCLD.
     temperature: τ > 0.
-    controller: "fixed" | "dynamic" | "trust" or a callable as above.
-    kappa: controller temperature κ ≠ 0 (dynamic only); ±inf = trust.
+    controller: "fixed" | "dynamic" | "trust" | "balanced" or a callable as above.
+    kappa: controller temperature κ ≠ 0 (dynamic, balanced); ±inf = trust.
     ignore_index: label value of ignored pixels.
     axis_name: data axis for global sums, counts and maxima, or None.
+    class_balance: γ of the `balanced` controller (class-frequency exponent); others ignore it.
 
   Returns:
     `(loss, aux)`: aux = {"w_t": [B,H,W], "w_n": [B,H,W], "tcld": scalar, "ncld": scalar}, the
@@ -282,7 +311,7 @@ def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
   w_t, w_n = fn(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
                 temperature=temperature, kappa=kappa, tcld=lax.stop_gradient(tcld),
                 ncld=lax.stop_gradient(ncld), valid=valid, axis_name=axis_name,
-                ignore_index=ignore_index)
+                ignore_index=ignore_index, class_balance=class_balance)
   w_t, w_n = lax.stop_gradient(w_t), lax.stop_gradient(w_n)
   loss = temperature**2 * masked_mean(w_t * tcld + w_n * ncld, valid, axis_name)
   aux = {

@@ -9,7 +9,8 @@ Every loss entry has a uniform signature and returns `(loss, aux)`:
 - logit: `fn(student_logits, teacher_logits, labels, *, cfg, axis_name)`;
 - feature: `fn(student_feats, teacher_feats, *, cfg, valid_mask, axis_name)`.
 `cfg` is a Mapping or `ml_collections.ConfigDict` (the `distill` section). Keys read, with the
-defaults of `DEFAULTS` where missing: alpha, beta, temperature, controller, kappa (dwld, dkd, kd),
+defaults of `DEFAULTS` where missing: alpha, beta, temperature, controller, kappa, class_balance
+(dwld, dkd, kd),
 pl_threshold (pseudo_label), cwd_temperature (cwd; falls back to temperature), sigma, mix,
 lambda_kr, lambda_cka, kernel, stride, kr_block_size, cka_max_pixels (arfd, kr, cka), at_p (at), taps and
 tap_weights (`distill_losses`).
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 1.0,
     "controller": "dynamic",
     "kappa": 1.0,
+    "class_balance": 1.0,
     "pl_threshold": 0.0,
     "cwd_temperature": None,  # None: use `temperature`.
     "sigma": 1.0,
@@ -82,7 +84,7 @@ def _dwld(s, t, labels, *, cfg, axis_name):
   return logit.dwld_loss(s, t, labels, alpha=cfg_get(cfg, "alpha"), beta=cfg_get(cfg, "beta"),
                          temperature=cfg_get(cfg, "temperature"),
                          controller=cfg_get(cfg, "controller"), kappa=cfg_get(cfg, "kappa"),
-                         axis_name=axis_name)
+                         class_balance=cfg_get(cfg, "class_balance"), axis_name=axis_name)
 
 
 def _cwd(s, t, labels, *, cfg, axis_name):

@@ -70,6 +70,11 @@ ROWS: dict[str, Row] = {
         # The best of configs/sweeps/lix_tuning.py on the validation split (seed 0).
         "lix_kappa1": dict(method="lix_kappa1", distill_method="lix",
                            overrides=(("distill.kappa", 1.0),), label="LIX, κ = 1 (tuned on val)"),
+        # lix_jax's own controller (README): the best of configs/sweeps/class_balance.py on val.
+        "lix_balanced": dict(method="lix_balanced", distill_method="lix",
+                             overrides=(("distill.controller", "balanced"), ("distill.kappa", 1.0),
+                                        ("distill.class_balance", 1.0)),
+                             label="LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
