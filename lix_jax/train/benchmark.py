@@ -51,6 +51,10 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
           for name, spec in specs.items()}
 
 
+# lix_jax's own class-balanced DWC at the best of configs/sweeps/class_balance.py (validation).
+_BALANCED_KAPPA1 = (("distill.controller", "balanced"), ("distill.kappa", 1.0),
+                    ("distill.class_balance", 1.0))
+
 ROWS: dict[str, Row] = {
     "teacher": Row("teacher", "-", label="teacher (intermediate fusion, depth)"),
     "teacher_late": Row("teacher", "-", fusion="late", label="teacher (late fusion, depth)"),
@@ -70,10 +74,8 @@ ROWS: dict[str, Row] = {
         # The best of configs/sweeps/lix_tuning.py on the validation split (seed 0).
         "lix_kappa1": dict(method="lix_kappa1", distill_method="lix",
                            overrides=(("distill.kappa", 1.0),), label="LIX, κ = 1 (tuned on val)"),
-        # lix_jax's own controller (README): the best of configs/sweeps/class_balance.py on val.
         "lix_balanced": dict(method="lix_balanced", distill_method="lix",
-                             overrides=(("distill.controller", "balanced"), ("distill.kappa", 1.0),
-                                        ("distill.class_balance", 1.0)),
+                             overrides=_BALANCED_KAPPA1,
                              label="LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
@@ -82,7 +84,12 @@ ROWS: dict[str, Row] = {
         "lix_normal": dict(method="lix", x_modality="normal", label="LIX from normals teacher"),
         "lix_late": dict(method="lix", fusion="late", label="LIX from late-fusion teacher"),
     }),
-    **_students("labeled", {"kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)")}),
+    **_students("labeled", {
+        "kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)"),
+        "lix_balanced": dict(method="lix_balanced", distill_method="lix",
+                             overrides=_BALANCED_KAPPA1,
+                             label="LIX, class-balanced DWC, κ = 1 (lix_jax's own)"),
+    }),
 }
 
 
