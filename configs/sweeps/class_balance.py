@@ -17,4 +17,10 @@ def get_sweep():
        "distill.kappa": 1.0},
       {"name": "lix_balanced0.5_kappa1", "distill.controller": "balanced", "distill.kappa": 1.0,
        "distill.class_balance": 0.5},
+      # Second round, around the best of the first (γ = 1, κ = 1; CWD led on the large classes).
+      {"name": "lix_balanced_kappa1_tau2", "distill.controller": "balanced", "distill.kappa": 1.0,
+       "distill.temperature": 2.0},
+      {"name": "lix_balanced0.75_kappa1", "distill.controller": "balanced", "distill.kappa": 1.0,
+       "distill.class_balance": 0.75},
+      {"name": "lix_balanced_kappa2", "distill.controller": "balanced", "distill.kappa": 2.0},
   ]

@@ -213,12 +213,15 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
 
 def _write_pictures(config, workdir: str) -> None:
   """Prediction grid, CKA bars and DWC weight maps of the first seed's teacher, CE student and
-  LIX student (unlabelled regime), when those runs are finished."""
+  LIX student (unlabelled regime), when those runs are finished; the class-balanced LIX student
+  joins the grid and the CKA bars when its run is finished too."""
   from lix_jax.train import report  # noqa: PLC0415
   seed = config.benchmark.seeds[0]
   runs = {"teacher": ("teacher", "teacher"), "student": ("none", "student"),
           "LIX student": ("unlabeled/lix", "distill")}
   if all(_finished(workdir, name, seed) is not None for name, _ in runs.values()):
+    if _finished(workdir, "unlabeled/lix_balanced", seed) is not None:
+      runs["balanced LIX"] = ("unlabeled/lix_balanced", "distill")
     dirs = {label: (os.path.join(workdir, run_dir(name, seed)), role)
             for label, (name, role) in runs.items()}
     lix = get_row("unlabeled/lix")
