@@ -54,7 +54,8 @@ def _config(rows, seeds=(0, 1)):
 
 def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, recorder):
   rows = ("teacher", "none", "unlabeled/kd", "labeled/kd", "unlabeled/lix_late",
-          "unlabeled/none_equal_images", "unlabeled/dwld_trust", "unlabeled/lix_balanced")
+          "unlabeled/none_equal_images", "unlabeled/dwld_trust", "unlabeled/lix_balanced",
+          "unlabeled/lix_balanced_kappa2")
   benchmark.run_benchmark(_config(rows), str(tmp_path))
   recorder[:] = [c for c in recorder if c[0] != "report"]
   trained = {os.path.relpath(w, tmp_path): (m, c) for w, m, c in recorder}
@@ -84,6 +85,8 @@ def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, 
   balanced = trained["students/unlabeled/lix_balanced_intermediate_depth_seed0"][1]
   assert balanced.distill.method == "lix" and balanced.distill.controller == "balanced"
   assert balanced.distill.kappa == 1.0 and balanced.distill.class_balance == 1.0
+  balanced2 = trained["students/unlabeled/lix_balanced_kappa2_intermediate_depth_seed0"][1]
+  assert balanced2.distill.controller == "balanced" and balanced2.distill.kappa == 2.0
   assert trained["students/none_seed0"][0] == "student"
   assert trained["students/unlabeled/kd_intermediate_depth_seed0"][0] == "distill"
 

@@ -51,8 +51,11 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
           for name, spec in specs.items()}
 
 
-# lix_jax's own class-balanced DWC at the best of configs/sweeps/class_balance.py (validation).
+# lix_jax's own class-balanced DWC at the best of the first and second rounds of
+# configs/sweeps/class_balance.py (validation, seed 0).
 _BALANCED_KAPPA1 = (("distill.controller", "balanced"), ("distill.kappa", 1.0),
+                    ("distill.class_balance", 1.0))
+_BALANCED_KAPPA2 = (("distill.controller", "balanced"), ("distill.kappa", 2.0),
                     ("distill.class_balance", 1.0))
 
 ROWS: dict[str, Row] = {
@@ -77,6 +80,9 @@ ROWS: dict[str, Row] = {
         "lix_balanced": dict(method="lix_balanced", distill_method="lix",
                              overrides=_BALANCED_KAPPA1,
                              label="LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
+        "lix_balanced_kappa2": dict(method="lix_balanced_kappa2", distill_method="lix",
+                                    overrides=_BALANCED_KAPPA2,
+                                    label="LIX, class-balanced DWC, κ = 2 (lix_jax's own; tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
