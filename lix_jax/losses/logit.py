@@ -243,7 +243,7 @@ def balanced_controller(student_logits, teacher_logits, labels, *, alpha, beta, 
   in_class = one_hot & valid[..., None]
   counts = _psum(jnp.sum(in_class.astype(jnp.int32), axis=tuple(range(labels.ndim))), axis_name)
   log_counts = jnp.log(jnp.maximum(counts, 1).astype(jnp.float32))
-  log_prior = -class_balance * _pick(jnp.broadcast_to(log_counts, one_hot.shape), one_hot)
+  log_prior = -class_balance * log_counts[jnp.where(valid, labels, 0)]  # a gather, no [.., K] temp.
   return dynamic_controller(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
                             temperature=temperature, valid=valid, axis_name=axis_name,
                             ignore_index=ignore_index, log_prior=log_prior, **kw)
