@@ -55,7 +55,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without `pip in
   sys.path.insert(0, str(ROOT))
 
 from lix_jax import data as data_lib  # noqa: E402
-from lix_jax import losses, models  # noqa: E402
+from lix_jax import losses, models, sweep  # noqa: E402
 from lix_jax.data import pipeline  # noqa: E402
 from lix_jax.losses import feature  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
@@ -71,24 +71,18 @@ def load_config(preset: str):
   return module.get_config(preset)
 
 
-def apply_overrides(config, overrides):
-  """`key.sub=value` strings (values as Python literals) onto `config`; unknown keys raise."""
-  for item in overrides:
+def parse_sets(items: list[str]) -> dict:
+  """`--set key.sub=value` strings -> {"key.sub": value} (values as Python literals, else strings)."""
+  overrides = {}
+  for item in items:
     key, sep, text = item.partition("=")
     if not sep:
       raise ValueError(f"--set {item!r}: expected key=value, e.g. data.crop_hw=(256,768)")
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    if leaf not in node:
-      raise KeyError(f"--set {item!r}: config has no key {key!r}")
     try:
-      value = ast.literal_eval(text)
+      overrides[key] = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      value = text  # a bare string such as bfloat16
-    node[leaf] = value
-  return config
+      overrides[key] = text  # a bare string such as bfloat16
+  return overrides
 
 
 def random_variables(model, hw, seed):
@@ -361,7 +355,8 @@ def main():
   args = parser.parse_args()
   iters = args.iters or (3 if args.quick else 10)
   warmup = 1 if args.quick else 2
-  config = apply_overrides(load_config(args.config), args.set)
+  # The sweep runner's override (unknown keys raise, naming them).
+  config = sweep.apply_overrides(load_config(args.config), parse_sets(args.set))
   if config.data.num_workers:
     from absl import flags  # pylint: disable=g-import-not-at-top
     flags.FLAGS.mark_as_parsed()  # grain's worker processes read an absl flag
