@@ -172,19 +172,26 @@ def test_degenerate_inputs_are_finite():
 
 
 # ---- Kernel regression ---------------------------------------------------------------------------
-def test_kernel_regression_streaming_matches_dense():
+# sigma as a Python float takes the bounded path (no running max); as an array (traced) or below
+# MIN_BOUNDED_SIGMA the online log-sum-exp path. Both must match the dense NumPy formula.
+@pytest.mark.parametrize("sigma", [0.4, np.float32(0.4), 0.02], ids=["bounded", "traced", "tiny"])
+def test_kernel_regression_streaming_matches_dense(sigma):
   n, m, c = 37, 53, 3
   q, k, v = _randn(n, 5), _randn(m, 5), _randn(m, c)
   mask = RNG.random(m) > 0.35
   mask[:16] = False  # whole key blocks masked at block size 7 and 16 (the -inf path)
+  expect, expect_masked = (np_kernel_regression(q, k, v, float(sigma), mk) for mk in (None, mask))
   for bs in (7, 16, 64):
-    kr = jax.jit(functools.partial(K.kernel_regression, sigma=0.4, block_size=bs))
-    np.testing.assert_allclose(kr(q, k, v), np_kernel_regression(q, k, v, 0.4), rtol=1e-4,
-                               atol=1e-5, err_msg=f"block_size={bs}")
-    np.testing.assert_allclose(kr(q, k, v, key_mask=mask), np_kernel_regression(q, k, v, 0.4, mask),
-                               rtol=1e-4, atol=1e-5, err_msg=f"block_size={bs}, masked")
-  out = K.kernel_regression(q, k, v, sigma=0.4, key_mask=np.zeros(m, bool))
-  assert out.shape == (n, c) and np.all(np.asarray(out) == 0)
+    if isinstance(sigma, float):
+      kr = jax.jit(functools.partial(K.kernel_regression, sigma=sigma, block_size=bs))
+    else:
+      kr = jax.jit(lambda q, k, v, key_mask=None, s=sigma, bs=bs: K.kernel_regression(
+          q, k, v, sigma=jnp.asarray(s), block_size=bs, key_mask=key_mask))
+    np.testing.assert_allclose(kr(q, k, v), expect, rtol=1e-4, atol=1e-5, err_msg=f"block_size={bs}")
+    np.testing.assert_allclose(kr(q, k, v, key_mask=mask), expect_masked, rtol=1e-4, atol=1e-5,
+                               err_msg=f"block_size={bs}, masked")
+    out = kr(q, k, v, key_mask=np.zeros(m, bool))
+    assert out.shape == (n, c) and np.all(np.asarray(out) == 0)
   with pytest.raises(ValueError, match="key_mask"):
     K.kernel_regression(q, k, v, sigma=0.4, key_mask=np.ones(m + 1, bool))
 
@@ -204,10 +211,14 @@ def test_gradients():
   proj = _randn(13, 3)
   f_stream = lambda q, k, v: jnp.sum(proj * K.kernel_regression(q, k, v, sigma=0.5, block_size=5,
                                                                  key_mask=mask))
+  # The same with sigma as an array: the online log-sum-exp path.
+  f_online = lambda q, k, v: jnp.sum(proj * K.kernel_regression(
+      q, k, v, sigma=jnp.asarray(0.5), block_size=5, key_mask=mask))
   f_dense = lambda q, k, v: jnp.sum(proj * _dense_kr_jnp(q, k, v, 0.5, mask))
   grads = lambda f: jax.jit(jax.grad(f, (0, 1, 2)))(q, k, v)
-  for gs, gd in zip(grads(f_stream), grads(f_dense)):
-    np.testing.assert_allclose(gs, gd, rtol=1e-3, atol=1e-5)
+  for f in (f_stream, f_online):
+    for gs, gd in zip(grads(f), grads(f_dense)):
+      np.testing.assert_allclose(gs, gd, rtol=1e-3, atol=1e-5)
   # linear_cka: directional central differences in float64.
   with jax.enable_x64(True):
     x, z = RNG.normal(size=(20, 5)), RNG.normal(size=(20, 4))

@@ -15,6 +15,7 @@ gradient (tested in tests/test_logit_losses.py).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -112,21 +113,71 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Ar
   return temperature**2 * masked_mean(kl, valid, axis_name)
 
 
-def _decoupled_log_probs(z: jax.Array, one_hot: jax.Array):
-  """For scaled logits z `[..., K]` returns log p_y, log(1 − p_y), each `[...]`, and lse_n `[...]`.
+def _nontarget_stats(z: jax.Array, one_hot: jax.Array):
+  """For scaled logits z `[..., K]`: (z_y, lse_n, e, sum_e), the reductions DKD needs, in one pass.
 
-  lse_n = logsumexp of the K − 1 non-target logits, so that log p̂_k = z_k − lse_n is the log
-  softmax over the non-target classes. One masked reduction (the arg-max of the non-target
-  entries is subtracted inside, so it is ≥ 1 before the log): with d = z_y − lse_n,
-  log p_y = −softplus(−d) and log(1 − p_y) = −softplus(d), exact and finite for any logits (a
-  confident teacher's 1 − p_y never underflows to log 0), also for K = 2; the full-softmax
-  logsumexp is never needed. The masked entries are −inf *inputs* to logsumexp, whose gradient
-  there is exactly 0 (no −inf·0).
+  lse_n = logsumexp of the K − 1 non-target logits = m + log(sum_e), with m their max and
+  e = exp(z − m) (exactly 0 at the target), so p̂_k = e_k / sum_e is the softmax over the
+  non-target classes. With d = z_y − lse_n: log p_y = −softplus(−d), log(1 − p_y) = −softplus(d),
+  exact and finite for any logits (a confident teacher's 1 − p_y never underflows to log 0); the
+  full-softmax logsumexp is never formed.
   """
   z_y = _pick(z, one_hot)
-  lse_n = jax.nn.logsumexp(jnp.where(one_hot, -jnp.inf, z), axis=-1)
-  d = z_y - lse_n
-  return -jax.nn.softplus(-d), -jax.nn.softplus(d), lse_n
+  masked = jnp.where(one_hot, -jnp.inf, z)
+  m = lax.stop_gradient(jnp.max(masked, axis=-1))  # finite for K ≥ 2
+  e = jnp.exp(masked - m[..., None])
+  sum_e = jnp.sum(e, axis=-1)
+  return z_y, m + jnp.log(sum_e), e, sum_e
+
+
+def _dkd_forward(s: jax.Array, t: jax.Array, labels: jax.Array, ignore_index: int):
+  """TCLD, NCLD `[B, H, W]` of scaled logits, and what the backward pass needs."""
+  valid, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
+  t_y, lse_t, e_t, sum_t = _nontarget_stats(t, one_hot)
+  s_y, lse_s, _, _ = _nontarget_stats(s, one_hot)
+  d_t, d_s = t_y - lse_t, s_y - lse_s
+  lp_y, lp_n = -jax.nn.softplus(-d_t), -jax.nn.softplus(d_t)
+  lq_y, lq_n = -jax.nn.softplus(-d_s), -jax.nn.softplus(d_s)
+  p_y, q_y = jnp.exp(lp_y), jnp.exp(lq_y)
+  tcld = p_y * (lp_y - lq_y) + jnp.exp(lp_n) * (lp_n - lq_n)
+  # KL(p̂ ‖ q̂) = Σ_k p̂_k (log p̂_k − log q̂_k), p̂ = e_t / sum_t (0 at the target); the log-ratio
+  # is formed per class (exactly 0 for K = 2), not as a difference of sums.
+  log_ratio = (t - lse_t[..., None]) - (s - lse_s[..., None])
+  ncld = jnp.sum(e_t * log_ratio, axis=-1) / sum_t
+  zero = jnp.zeros((), t.dtype)
+  return (jnp.where(valid, tcld, zero), jnp.where(valid, ncld, zero)), (lse_s, lse_t, p_y, q_y)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _dkd_scaled(s: jax.Array, t: jax.Array, labels: jax.Array, ignore_index: int):
+  """(TCLD, NCLD) of scaled student / teacher logits, with a closed-form gradient w.r.t. s.
+
+  Autodiff of the forward pass walks back through two masked log-sum-exps, softplus and the
+  picks (several passes over `[.., K]`); the gradient has a one-pass closed form instead:
+    ∂TCLD/∂s_k = (q_y − p_y)·(1 if k = y else −q̂_k),   ∂NCLD/∂s_k = q̂_k − p̂_k (k ≠ y), 0 (k = y).
+  The teacher gets no gradient (DESIGN §1: it enters through stop_gradient anyway).
+  """
+  return _dkd_forward(s, t, labels, ignore_index)[0]
+
+
+def _dkd_scaled_fwd(s, t, labels, ignore_index):
+  out, res = _dkd_forward(s, t, labels, ignore_index)
+  return out, (s, t, labels, *res)
+
+
+def _dkd_scaled_bwd(ignore_index, res, cotangents):
+  s, t, labels, lse_s, lse_t, p_y, q_y = res
+  g_t, g_n = cotangents
+  valid, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
+  zero = jnp.zeros((), s.dtype)
+  g_t, g_n = jnp.where(valid, g_t, zero), jnp.where(valid, g_n, zero)
+  q_hat, p_hat = jnp.exp(s - lse_s[..., None]), jnp.exp(t - lse_t[..., None])
+  a = (g_t * (q_y - p_y))[..., None]
+  grad_s = jnp.where(one_hot, a, g_n[..., None] * (q_hat - p_hat) - a * q_hat)
+  return grad_s, jnp.zeros_like(t), None
+
+
+_dkd_scaled.defvjp(_dkd_scaled_fwd, _dkd_scaled_bwd)
 
 
 def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
@@ -136,6 +187,7 @@ def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
 
   `TCLD = KL([p_y, 1 − p_y] ‖ [q_y, 1 − q_y])`, `NCLD = KL(p̂ ‖ q̂)` with p̂, q̂ the softmax_τ
   over the non-target classes; per pixel `KL(p ‖ q) = TCLD + (1 − p_y)·NCLD`. For K = 2, NCLD ≡ 0.
+  The gradient w.r.t. the student logits is closed-form (`_dkd_scaled`), exact to rounding.
 
   Args:
     student_logits, teacher_logits: `[B, H, W, K]`; the teacher is stop-gradient.
@@ -146,19 +198,11 @@ def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
   Returns:
     `(tcld, ncld)`, each `[B, H, W]` float32, 0 at ignored pixels (value and gradient).
   """
-  valid, one_hot = _one_hot(labels, student_logits.shape[-1], ignore_index)
+  if student_logits.shape[-1] < 2:
+    raise ValueError(f"logits need K >= 2 classes on the last axis, got K={student_logits.shape[-1]}")
   t = lax.stop_gradient(_at_least_f32(teacher_logits)) / temperature
   s = _at_least_f32(student_logits) / temperature
-  lp_y, lp_n, lse_t = _decoupled_log_probs(t, one_hot)
-  lq_y, lq_n, lse_s = _decoupled_log_probs(s, one_hot)
-  tcld = jnp.exp(lp_y) * (lp_y - lq_y) + jnp.exp(lp_n) * (lp_n - lq_n)
-  zero = jnp.zeros((), t.dtype)
-  # log p̂ − log q̂ over non-target classes; the target entry is replaced before exp (a confident
-  # teacher's z_y − lse_n would overflow) and dropped after it.
-  lp_hat = jnp.where(one_hot, zero, t - lse_t[..., None])
-  log_ratio = lp_hat - (s - lse_s[..., None])
-  ncld = jnp.sum(jnp.where(one_hot, zero, jnp.exp(lp_hat) * log_ratio), axis=-1)
-  return jnp.where(valid, tcld, zero), jnp.where(valid, ncld, zero)
+  return _dkd_scaled(s, t, labels, ignore_index)
 
 
 def dkd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
@@ -217,7 +261,10 @@ def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, t
   inv_kappa = 1.0 / kappa
   _, one_hot = _one_hot(labels, teacher_logits.shape[-1], ignore_index)
   t = lax.stop_gradient(_at_least_f32(teacher_logits))
-  log_rho = _pick(t, one_hot) - jax.nn.logsumexp(t, axis=-1)  # log softmax(t)[y], no [.., K] temp.
+  # log softmax(t)[y] = −softplus(lse_n − t_y): the same reductions as DKD's at τ = 1 (XLA then
+  # computes them once), and never a [.., K] log-softmax.
+  t_y, lse_n, _, _ = _nontarget_stats(t, one_hot)
+  log_rho = -jax.nn.softplus(lse_n - t_y)
   tcld, ncld = lax.stop_gradient(tcld), lax.stop_gradient(ncld)
   log_u_t, log_u_n = log_rho + tcld * inv_kappa, ncld * inv_kappa
   if log_prior is not None:
