@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.kernel = "linear"
   c.distill.stride = 2  # Kernel-regression keys: every 2nd pixel per axis (4x fewer keys).
   c.distill.kr_block_size = 256
+  c.distill.kr_impl = "xla"  # xla | pallas (fused kernel for GPUs, lix_jax/kr_fused.py; untimed yet)
   c.distill.cka_max_pixels = 1024
   c.distill.at_p = 2
   c.distill.taps = ("stage3", "decoder")

@@ -143,6 +143,12 @@ def test_resize_mask_and_kr_recalibrate():
   got = F.kr_recalibrate(s, t, sigma=0.7, mix=0.3, stride=2, valid_mask=mask, block_size=7)
   np.testing.assert_allclose(got, np_kr_target(np.float64(s), np.float64(t), m, 0.7, 0.3, 2),
                              rtol=1e-4, atol=1e-5)
+  # The fused (Pallas) regression, in interpret mode on CPU, gives the same target; mask included
+  # (image 1 has one valid key, and masked keys must not count).
+  fused = F.kr_recalibrate(s, t, sigma=0.7, mix=0.3, stride=2, valid_mask=mask, impl="pallas")
+  np.testing.assert_allclose(fused, got, rtol=1e-5, atol=1e-6)
+  with pytest.raises(KeyError, match="impl"):
+    F.kr_recalibrate(s, t, sigma=0.7, mix=0.3, impl="cuda")
   # mix = 0 gives the teacher, both via the Python shortcut and through the regression.
   np.testing.assert_array_equal(F.kr_recalibrate(s, t, sigma=0.7, mix=0.0), t)
   np.testing.assert_allclose(F.kr_recalibrate(s, t, sigma=0.7, mix=jnp.float32(0.0)), t,

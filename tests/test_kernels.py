@@ -196,6 +196,35 @@ def test_kernel_regression_streaming_matches_dense(sigma):
     K.kernel_regression(q, k, v, sigma=0.4, key_mask=np.ones(m + 1, bool))
 
 
+def test_fused_kernel_regression_matches_numpy():
+  """The Pallas kernel (interpret mode on CPU) against the dense NumPy formula: odd sizes that
+  need padding of rows and feature columns, several query and key blocks, masked keys, an image
+  with no valid key, and bf16 inputs."""
+  from lix_jax import kr_fused
+  b, n, m, d, c = 3, 45, 70, 5, 3
+  q, k, v = _randn(b, n, d), _randn(b, m, d), _randn(b, m, c)
+  mask = RNG.random((b, m)) > 0.3
+  mask[2] = False
+  got = jax.jit(functools.partial(kr_fused.kernel_regression_fused, sigma=0.45, block_q=16,
+                                  block_k=32))(q, k, v, key_mask=mask)
+  assert got.shape == (b, n, c) and got.dtype == jnp.float32
+  for i in range(2):
+    np.testing.assert_allclose(got[i], np_kernel_regression(q[i], k[i], v[i], 0.45, mask[i]),
+                               rtol=1e-4, atol=1e-5)
+  assert np.all(np.asarray(got[2]) == 0)
+  got_bf16 = kr_fused.kernel_regression_fused(*(jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)),
+                                              sigma=0.45)
+  bf = lambda a: np.float64(np.asarray(jnp.asarray(a, jnp.bfloat16), np.float32))
+  np.testing.assert_allclose(got_bf16[0], np_kernel_regression(bf(q[0]), bf(k[0]), bf(v[0]), 0.45),
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="sigma"):
+    kr_fused.kernel_regression_fused(q, k, v, sigma=0.01)
+  with pytest.raises(ValueError, match="block_k"):
+    kr_fused.kernel_regression_fused(q, k, v, sigma=0.45, block_k=48)
+  with pytest.raises(ValueError, match="key_mask"):
+    kr_fused.kernel_regression_fused(q, k, v, sigma=0.45, key_mask=mask[:, :5])
+
+
 def _dense_kr_jnp(q, k, v, sigma, mask):
   """Dense jnp reference: differentiable, independent of the streaming code."""
   qn = q / jnp.linalg.norm(q, axis=1, keepdims=True)

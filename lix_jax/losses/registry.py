@@ -12,7 +12,7 @@ Every loss entry has a uniform signature and returns `(loss, aux)`:
 defaults of `DEFAULTS` where missing: alpha, beta, temperature, controller, kappa, class_balance
 (dwld, dkd, kd),
 pl_threshold (pseudo_label), cwd_temperature (cwd; falls back to temperature), sigma, mix,
-lambda_kr, lambda_cka, kernel, stride, kr_block_size, cka_max_pixels (arfd, kr, cka), at_p (at), taps and
+lambda_kr, lambda_cka, kernel, stride, kr_block_size, kr_impl, cka_max_pixels (arfd, kr, cka), at_p (at), taps and
 tap_weights (`distill_losses`).
 
 For unlabelled frames (DESIGN §2.6) pass `labels = logit.teacher_targets(teacher_logits, valid)`:
@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "kernel": "linear",
     "stride": 1,
     "kr_block_size": 256,
+    "kr_impl": "xla",
     "cka_max_pixels": 1024,
     "at_p": 2,
     "taps": None,
@@ -128,7 +129,7 @@ def _arfd_variant(lambda_kr: float | None, lambda_cka: float | None) -> FeatureL
         lambda_kr=cfg_get(cfg, "lambda_kr") if lambda_kr is None else lambda_kr,
         lambda_cka=cfg_get(cfg, "lambda_cka") if lambda_cka is None else lambda_cka,
         kernel=cfg_get(cfg, "kernel"), stride=cfg_get(cfg, "stride"),
-        block_size=cfg_get(cfg, "kr_block_size"),
+        block_size=cfg_get(cfg, "kr_block_size"), kr_impl=cfg_get(cfg, "kr_impl"),
         cka_max_pixels=cfg_get(cfg, "cka_max_pixels"), valid_mask=valid_mask,
         axis_name=axis_name)
 
