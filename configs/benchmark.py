@@ -30,7 +30,8 @@ LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix", "labeled/l
 ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
              "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",
-             "unlabeled/lix_late")
+             "unlabeled/lix_late", "unlabeled/lix_balanced_kappa2_normal",
+             "unlabeled/lix_balanced_kappa2_late")
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

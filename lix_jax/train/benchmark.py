@@ -89,6 +89,12 @@ ROWS: dict[str, Row] = {
                              label="DWLD, dynamic kappa=-2"),
         "lix_normal": dict(method="lix", x_modality="normal", label="LIX from normals teacher"),
         "lix_late": dict(method="lix", fusion="late", label="LIX from late-fusion teacher"),
+        "lix_balanced_kappa2_normal": dict(
+            method="lix_balanced_kappa2", distill_method="lix", x_modality="normal",
+            overrides=_BALANCED_KAPPA2, label="LIX, class-balanced κ = 2, from normals teacher"),
+        "lix_balanced_kappa2_late": dict(
+            method="lix_balanced_kappa2", distill_method="lix", fusion="late",
+            overrides=_BALANCED_KAPPA2, label="LIX, class-balanced κ = 2, from late-fusion teacher"),
     }),
     **_students("labeled", {
         "kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)"),
