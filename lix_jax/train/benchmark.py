@@ -57,6 +57,9 @@ _BALANCED_KAPPA1 = (("distill.controller", "balanced"), ("distill.kappa", 1.0),
                     ("distill.class_balance", 1.0))
 _BALANCED_KAPPA2 = (("distill.controller", "balanced"), ("distill.kappa", 2.0),
                     ("distill.class_balance", 1.0))
+# The best of the third round, configs/sweeps/balanced_round3.py: the DESIGN default κ = 4.
+_BALANCED_KAPPA4 = (("distill.controller", "balanced"), ("distill.kappa", 4.0),
+                    ("distill.class_balance", 1.0))
 
 ROWS: dict[str, Row] = {
     "teacher": Row("teacher", "-", label="teacher (intermediate fusion, depth)"),
@@ -83,6 +86,9 @@ ROWS: dict[str, Row] = {
         "lix_balanced_kappa2": dict(method="lix_balanced_kappa2", distill_method="lix",
                                     overrides=_BALANCED_KAPPA2,
                                     label="LIX, class-balanced DWC, κ = 2 (lix_jax's own; tuned on val)"),
+        "lix_balanced_kappa4": dict(method="lix_balanced_kappa4", distill_method="lix",
+                                    overrides=_BALANCED_KAPPA4,
+                                    label="LIX, class-balanced DWC, κ = 4 (lix_jax's own; tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
