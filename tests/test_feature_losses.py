@@ -273,15 +273,18 @@ def test_sharded_equals_single_device():
     return (F.fitnet_loss(a, b, **kw), F.cwd_loss(a, b, temperature=2.0, **kw),
             F.at_loss(a, b, **kw),
             F.arfd_loss(a, b, sigma=0.7, mix=0.5, kernel="linear", stride=2, **kw)[0],
-            F.arfd_loss(a, b, sigma=0.7, mix=0.5, kernel="laplace", cka_max_pixels=12, **kw)[0])
+            F.arfd_loss(a, b, sigma=0.7, mix=0.5, kernel="laplace", cka_max_pixels=12, **kw)[0],
+            F.arfd_loss(a, b, sigma=0.7, mix=0.5, stride=2, kr_impl="pallas", **kw)[0])
 
   mesh = Mesh(np.array(jax.devices()), ("data",))
   sharded = jax.jit(jax.shard_map(functools.partial(losses, axis_name="data"), mesh=mesh,
                                   in_specs=(P("data"),) * 3, out_specs=P(), check_vma=False))
   got = sharded(s, t, mask)
   want = jax.jit(losses)(s, t, mask)
-  for name, g, w in zip(["fitnet", "cwd", "at", "arfd_linear", "arfd_laplace"], got, want):
+  for name, g, w in zip(["fitnet", "cwd", "at", "arfd_linear", "arfd_laplace", "arfd_pallas"],
+                        got, want):
     np.testing.assert_allclose(g, w, rtol=1e-6, err_msg=name)
+  np.testing.assert_allclose(want[5], want[3], rtol=1e-5)  # fused kernel == XLA path
   # A mean of per-device means would differ: the test can fail.
   m, err = np_resize(mask, H, W), ((s - t) ** 2).mean(-1)
   per_dev = [(err[i] * m[i]).sum() / max(m[i].sum(), 1) for i in range(8)]
