@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lix_jax import kernels, kr_fused
+from lix_jax import kernels
 
 Array = jax.Array
 
@@ -98,6 +98,7 @@ def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, 
   keys = t[:, ::stride, ::stride].reshape(b, -1, c)
   kmask = m[:, ::stride, ::stride].reshape(b, -1)
   if impl == "pallas":
+    from lix_jax import kr_fused  # noqa: PLC0415 (Pallas is imported only when asked for)
     r = kr_fused.kernel_regression_fused(a.reshape(b, -1, c), keys, keys, sigma=sigma,
                                          key_mask=kmask)
   elif impl == "xla":
