@@ -27,7 +27,8 @@ HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
             "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1",
             "unlabeled/lix_balanced", "unlabeled/lix_balanced_kappa2", "unlabeled/lix_balanced_kappa4",
             "unlabeled/none_equal_images")
-LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix", "labeled/lix_balanced")
+LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix", "labeled/lix_balanced",
+           "labeled/lix_balanced_kappa4")
 ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
              "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",
