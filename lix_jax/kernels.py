@@ -251,11 +251,24 @@ def _pad_rows(a: Array, rows: int) -> Array:
 MIN_BOUNDED_SIGMA = 1.0 / 40.0
 
 
-def _laplace_scores(qi: Array, kj: Array, ksqj: Array, sigma: float | Array) -> Array:
-  """`-||q - k||_2 / sigma` for a query block `[bq, d]` and a key block `[bk, d]` (`ksqj` = ||k||^2)."""
-  qsq = jnp.sum(qi * qi, -1)
+def _laplace_scores(qi: Array, qsq: Array, kj: Array, ksqj: Array, sigma: float | Array) -> Array:
+  """`-||q - k||_2 / sigma` for a query block `[bq, d]` and a key block `[bk, d]`; `qsq`, `ksqj`
+  are their squared row norms (computed once per block by the caller)."""
   d2 = qsq[:, None] + ksqj[None, :] - 2.0 * jnp.matmul(qi, kj.T, precision=_DIST_PRECISION)
   return -_safe_sqrt(jnp.maximum(d2, 0.0)) / sigma
+
+
+def values_with_ones(values: Array, mask: Array) -> Array:
+  """`[..., m, C]` values -> `[..., m, C + 1]`: a ones column appended (the Nadaraya-Watson
+  denominator rides along in the value matmul), rows of masked keys zeroed. See `divide_by_ones`."""
+  ones = jnp.ones(values.shape[:-1] + (1,), values.dtype)
+  return jnp.concatenate([values, ones], -1) * mask[..., None].astype(values.dtype)
+
+
+def divide_by_ones(acc: Array) -> Array:
+  """`[..., C + 1]` sums of weight * [v, 1] -> `[..., C]` weighted means; 0 where no weight."""
+  denom = acc[..., -1:]
+  return acc[..., :-1] / jnp.where(denom > 0, denom, 1.0)
 
 
 def _bounded_regression(qb: Array, kb: Array, vb: Array, mb: Array, ksq: Array,
@@ -266,19 +279,20 @@ def _bounded_regression(qb: Array, kb: Array, vb: Array, mb: Array, ksq: Array,
   a ones column of the values, so each key block costs two matmuls and one elementwise pass.
   """
   # Masked (and padded) keys contribute nothing: their value row, ones column included, is zero.
-  vb1 = jnp.concatenate([vb, jnp.ones(vb.shape[:-1] + (1,), vb.dtype)], -1) * mb[..., None]
+  vb1 = values_with_ones(vb, mb)
 
   @jax.checkpoint
   def query_block(qi):
+    qsq = jnp.sum(qi * qi, -1)
+
     @jax.checkpoint
     def key_step(acc, blk):
       kj, vj, ksqj = blk
-      return acc + jnp.exp(_laplace_scores(qi, kj, ksqj, sigma)) @ vj, None
+      return acc + jnp.exp(_laplace_scores(qi, qsq, kj, ksqj, sigma)) @ vj, None
 
     acc, _ = jax.lax.scan(key_step, jnp.zeros((qi.shape[0], vb1.shape[-1]), qi.dtype),
                           (kb, vb1, ksq))
-    denom = acc[:, -1:]
-    return acc[:, :-1] / jnp.where(denom > 0, denom, 1.0)
+    return divide_by_ones(acc)
 
   return jax.lax.map(query_block, qb)
 
@@ -336,11 +350,13 @@ def kernel_regression(queries: Array, keys: Array, values: Array, *, sigma: floa
 
   @jax.checkpoint
   def query_block(qi):
+    qsq = jnp.sum(qi * qi, -1)
+
     @jax.checkpoint
     def key_step(carry, blk):
       run_max, denom, acc = carry
       kj, vj, mj, ksqj = blk
-      s = jnp.where(mj[None, :], _laplace_scores(qi, kj, ksqj, sigma), -jnp.inf)
+      s = jnp.where(mj[None, :], _laplace_scores(qi, qsq, kj, ksqj, sigma), -jnp.inf)
       # The max only stabilises exp; the result does not depend on it, so no gradient through it.
       new_max = jax.lax.stop_gradient(jnp.maximum(run_max, jnp.max(s, -1)))
       safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)  # all keys so far masked

@@ -93,9 +93,8 @@ def kernel_regression_fused(queries: Array, keys: Array, values: Array, *, sigma
 
   f32 = lambda x: lax.stop_gradient(x.astype(jnp.float32))
   q, k = kernels._unit_rows(f32(queries)), kernels._unit_rows(f32(keys))  # noqa: SLF001
-  mask = jnp.ones((b, m), jnp.float32) if key_mask is None else key_mask.astype(jnp.float32)
-  # Values with a ones column (the denominator); masked keys have an all-zero row.
-  v1 = jnp.concatenate([f32(values), jnp.ones((b, m, 1), jnp.float32)], -1) * mask[..., None]
+  mask = jnp.ones((b, m), bool) if key_mask is None else key_mask.astype(bool)
+  v1 = kernels.values_with_ones(f32(values), mask)  # the denominator rides along; masked rows 0
   # Pad to the kernel's tiles: feature columns to a power of two (zeros change no distance),
   # queries to block_q, keys to block_k (padded keys have a zero value row: no weight).
   bq = min(block_q, _next_pow2(n))
@@ -118,5 +117,4 @@ def kernel_regression_fused(queries: Array, keys: Array, values: Array, *, sigma
       interpret=interpret,
       name="laplace_kernel_regression",
   )(q, k, v1)
-  num, denom = acc[:, :n, :c], acc[:, :n, c:c + 1]
-  return num / jnp.where(denom > 0, denom, 1.0)
+  return kernels.divide_by_ones(acc[:, :n, :c + 1])

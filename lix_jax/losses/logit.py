@@ -198,8 +198,6 @@ def dkd_terms(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
   Returns:
     `(tcld, ncld)`, each `[B, H, W]` float32, 0 at ignored pixels (value and gradient).
   """
-  if student_logits.shape[-1] < 2:
-    raise ValueError(f"logits need K >= 2 classes on the last axis, got K={student_logits.shape[-1]}")
   t = lax.stop_gradient(_at_least_f32(teacher_logits)) / temperature
   s = _at_least_f32(student_logits) / temperature
   return _dkd_scaled(s, t, labels, ignore_index)

@@ -51,15 +51,14 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
           for name, spec in specs.items()}
 
 
-# lix_jax's own class-balanced DWC at the best of the first and second rounds of
-# configs/sweeps/class_balance.py (validation, seed 0).
-_BALANCED_KAPPA1 = (("distill.controller", "balanced"), ("distill.kappa", 1.0),
-                    ("distill.class_balance", 1.0))
-_BALANCED_KAPPA2 = (("distill.controller", "balanced"), ("distill.kappa", 2.0),
-                    ("distill.class_balance", 1.0))
-# The best of the third round, configs/sweeps/balanced_round3.py: the DESIGN default κ = 4.
-_BALANCED_KAPPA4 = (("distill.controller", "balanced"), ("distill.kappa", 4.0),
-                    ("distill.class_balance", 1.0))
+def _balanced_lix(method: str, kappa: float, label: str, **teacher) -> dict[str, Any]:
+  """A LIX row with lix_jax's own class-balanced DWC (γ = 1) at controller temperature `kappa`;
+  `teacher` may set `fusion` / `x_modality`. κ = 1 and 2 are the best of the first and second
+  rounds of configs/sweeps/class_balance.py, κ = 4 of configs/sweeps/balanced_round3.py."""
+  overrides = (("distill.controller", "balanced"), ("distill.kappa", kappa),
+               ("distill.class_balance", 1.0))
+  return dict(method=method, distill_method="lix", overrides=overrides, label=label, **teacher)
+
 
 ROWS: dict[str, Row] = {
     "teacher": Row("teacher", "-", label="teacher (intermediate fusion, depth)"),
@@ -80,37 +79,34 @@ ROWS: dict[str, Row] = {
         # The best of configs/sweeps/lix_tuning.py on the validation split (seed 0).
         "lix_kappa1": dict(method="lix_kappa1", distill_method="lix",
                            overrides=(("distill.kappa", 1.0),), label="LIX, κ = 1 (tuned on val)"),
-        "lix_balanced": dict(method="lix_balanced", distill_method="lix",
-                             overrides=_BALANCED_KAPPA1,
-                             label="LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
-        "lix_balanced_kappa2": dict(method="lix_balanced_kappa2", distill_method="lix",
-                                    overrides=_BALANCED_KAPPA2,
-                                    label="LIX, class-balanced DWC, κ = 2 (lix_jax's own; tuned on val)"),
-        "lix_balanced_kappa4": dict(method="lix_balanced_kappa4", distill_method="lix",
-                                    overrides=_BALANCED_KAPPA4,
-                                    label="LIX, class-balanced DWC, κ = 4 (lix_jax's own; tuned on val)"),
+        "lix_balanced": _balanced_lix(
+            "lix_balanced", 1.0, "LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
+        "lix_balanced_kappa2": _balanced_lix(
+            "lix_balanced_kappa2", 2.0,
+            "LIX, class-balanced DWC, κ = 2 (lix_jax's own; tuned on val)"),
+        "lix_balanced_kappa4": _balanced_lix(
+            "lix_balanced_kappa4", 4.0,
+            "LIX, class-balanced DWC, κ = 4 (lix_jax's own; tuned on val)"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
                              label="DWLD, dynamic kappa=-2"),
         "lix_normal": dict(method="lix", x_modality="normal", label="LIX from normals teacher"),
         "lix_late": dict(method="lix", fusion="late", label="LIX from late-fusion teacher"),
-        "lix_balanced_kappa2_normal": dict(
-            method="lix_balanced_kappa2", distill_method="lix", x_modality="normal",
-            overrides=_BALANCED_KAPPA2, label="LIX, class-balanced κ = 2, from normals teacher"),
-        "lix_balanced_kappa2_late": dict(
-            method="lix_balanced_kappa2", distill_method="lix", fusion="late",
-            overrides=_BALANCED_KAPPA2, label="LIX, class-balanced κ = 2, from late-fusion teacher"),
+        "lix_balanced_kappa2_normal": _balanced_lix(
+            "lix_balanced_kappa2", 2.0, "LIX, class-balanced κ = 2, from normals teacher",
+            x_modality="normal"),
+        "lix_balanced_kappa2_late": _balanced_lix(
+            "lix_balanced_kappa2", 2.0, "LIX, class-balanced κ = 2, from late-fusion teacher",
+            fusion="late"),
     }),
     **_students("labeled", {
         "kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)"),
-        "lix_balanced": dict(method="lix_balanced", distill_method="lix",
-                             overrides=_BALANCED_KAPPA1,
-                             label="LIX, class-balanced DWC, κ = 1 (lix_jax's own)"),
+        "lix_balanced": _balanced_lix(
+            "lix_balanced", 1.0, "LIX, class-balanced DWC, κ = 1 (lix_jax's own)"),
         # κ = 4 as chosen on the unlabelled regime's validation split (not re-tuned here).
-        "lix_balanced_kappa4": dict(method="lix_balanced_kappa4", distill_method="lix",
-                                    overrides=_BALANCED_KAPPA4,
-                                    label="LIX, class-balanced DWC, κ = 4 (lix_jax's own)"),
+        "lix_balanced_kappa4": _balanced_lix(
+            "lix_balanced_kappa4", 4.0, "LIX, class-balanced DWC, κ = 4 (lix_jax's own)"),
     }),
 }
 
