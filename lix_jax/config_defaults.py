@@ -82,7 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.kernel = "linear"
   c.distill.stride = 2  # Kernel-regression keys: every 2nd pixel per axis (4x fewer keys).
   c.distill.kr_block_size = 256
-  c.distill.kr_impl = "xla"  # xla | pallas (fused kernel for GPUs, lix_jax/kr_fused.py; untimed yet)
+  # auto | xla | pallas (fused kernel, lix_jax/kr_fused.py); auto = pallas for large taps on GPUs.
+  c.distill.kr_impl = "auto"
   c.distill.cka_max_pixels = 1024
   c.distill.at_p = 2
   c.distill.taps = ("stage3", "decoder")

@@ -135,6 +135,24 @@ def _feats(b=B, c=C):
 
 
 # ---- Tests ---------------------------------------------------------------------------------------
+def test_resolve_kr_impl():
+  """"auto" picks the fused kernel only on GPUs, for a bounded Python sigma and a tap with at
+  least PALLAS_MIN_PAIRS query-key pairs; explicit choices pass through; a typo names the valid."""
+  big = F.PALLAS_MIN_PAIRS
+  assert F.resolve_kr_impl("auto", 1.0, 12288, 3072, backend="gpu") == "pallas"
+  assert F.resolve_kr_impl("auto", 1.0, big, 1, backend="gpu") == "pallas"
+  assert F.resolve_kr_impl("auto", 1.0, big - 1, 1, backend="gpu") == "xla"  # stage-3-sized
+  assert F.resolve_kr_impl("auto", 1.0, 12288, 3072, backend="cpu") == "xla"
+  assert F.resolve_kr_impl("auto", 1.0, 12288, 3072, backend="tpu") == "xla"
+  assert F.resolve_kr_impl("auto", jnp.float32(1.0), 12288, 3072, backend="gpu") == "xla"
+  assert F.resolve_kr_impl("auto", 0.01, 12288, 3072, backend="gpu") == "xla"  # below bound
+  assert F.resolve_kr_impl("pallas", 1.0, 4, 4, backend="cpu") == "pallas"
+  assert F.resolve_kr_impl("xla", 1.0, 12288, 3072, backend="gpu") == "xla"
+  assert F.resolve_kr_impl("auto", 1.0, 4, 4) == "xla"  # this host
+  with pytest.raises(KeyError, match=r"'auto', 'pallas', 'xla'"):
+    F.resolve_kr_impl("triton", 1.0, 4, 4)
+
+
 def test_resize_mask_and_kr_recalibrate():
   s, t = _feats()
   mask = _make_mask(B, {1: 1})
@@ -149,6 +167,10 @@ def test_resize_mask_and_kr_recalibrate():
   np.testing.assert_allclose(fused, got, rtol=1e-5, atol=1e-6)
   with pytest.raises(KeyError, match="impl"):
     F.kr_recalibrate(s, t, sigma=0.7, mix=0.3, impl="cuda")
+  # "auto" on this CPU host is the XLA regression: the same values, bit for bit.
+  np.testing.assert_array_equal(
+      F.kr_recalibrate(s, t, sigma=0.7, mix=0.3, stride=2, valid_mask=mask, block_size=7,
+                       impl="auto"), got)
   # mix = 0 gives the teacher, both via the Python shortcut and through the regression.
   np.testing.assert_array_equal(F.kr_recalibrate(s, t, sigma=0.7, mix=0.0), t)
   np.testing.assert_allclose(F.kr_recalibrate(s, t, sigma=0.7, mix=jnp.float32(0.0)), t,

@@ -225,6 +225,45 @@ def test_fused_kernel_regression_matches_numpy():
     kr_fused.kernel_regression_fused(q, k, v, sigma=0.45, key_mask=mask[:, :5])
 
 
+def test_fused_default_blocks_fit_shared_memory():
+  """Default tiles: powers of two in [16, 128], within the shared-memory budget by the estimate
+  (recomputed here), as large as the budget allows (doubling either block would not fit, unless
+  it is at its cap), and the documented picks at the taps timed on an H100."""
+  from lix_jax import kr_fused
+  budget = kr_fused._SMEM_BUDGET_BYTES  # noqa: SLF001
+  est = lambda bq, bk, p: 4 * (2 * bq * p + 2 * bk * 2 * p + bq * bk)
+  for c in (3, 16, 24, 32, 64, 96, 128, 256, 512):
+    bq, bk, warps = kr_fused.default_blocks(c, c)
+    p = max(16, 1 << (c - 1).bit_length())
+    assert all(16 <= x <= 128 and x & (x - 1) == 0 for x in (bq, bk)), (c, bq, bk)
+    assert est(bq, bk, p) <= budget, c
+    assert bq == 128 or est(2 * bq, bk, p) > budget or est(2 * bq, max(bk // 2, 16), p) > budget
+    assert warps == (8 if bq * 2 * p >= 16384 else 4)
+  assert [kr_fused.default_blocks(c, c) for c in (32, 128, 256)] == [
+      (128, 64, 4), (128, 32, 8), (32, 32, 8)]
+
+
+@pytest.mark.parametrize("platform,backend,target", [
+    ("cuda", "gpu", "__gpu$xla.gpu.triton"), ("tpu", "tpu", "tpu_custom_call")])
+def test_fused_kernel_regression_lowers_for_accelerators(platform, backend, target):
+  """Compiled (not interpreted) lowering for GPUs and TPUs, from this CPU host: on a GPU the
+  kernel must go through Triton (a bare pallas_call would pick Mosaic GPU, which cannot lower
+  its row reductions), on a TPU through Mosaic."""
+  from jax import export
+  from lix_jax import kr_fused
+  fn = jax.jit(functools.partial(kr_fused.kernel_regression_fused, sigma=0.5, interpret=False,
+                                 backend=backend))
+  spec = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  exported = export.export(fn, platforms=[platform], disabled_checks=[
+      export.DisabledSafetyCheck.custom_call(target)])(spec(2, 300, 24), spec(2, 150, 24),
+                                                       spec(2, 150, 19))
+  assert target in exported.mlir_module()
+  assert exported.out_avals[0].shape == (2, 300, 19)
+  with pytest.raises(ValueError, match="backend"):
+    kr_fused.kernel_regression_fused(np.ones((1, 4, 2)), np.ones((1, 4, 2)), np.ones((1, 4, 1)),
+                                     sigma=0.5, backend="rocm")
+
+
 def _dense_kr_jnp(q, k, v, sigma, mask):
   """Dense jnp reference: differentiable, independent of the streaming code."""
   qn = q / jnp.linalg.norm(q, axis=1, keepdims=True)

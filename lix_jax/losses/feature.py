@@ -65,9 +65,32 @@ def resize_mask(valid_mask: Array | None, shape: tuple[int, int, int]) -> Array:
   return valid_mask.astype(bool)[:, rows][:, :, cols]
 
 
+# The fused kernel's break-even on an H100 (README, "Distillation step on an H100"): it halves ARFD
+# at the decoder tap (12 288 queries x 3 072 keys per image) and is slower than XLA at stage 3
+# (768 x 192), where its launch and tile padding dominate.
+PALLAS_MIN_PAIRS = 1 << 20
+KR_IMPLS = ("auto", "pallas", "xla")
+
+
+def resolve_kr_impl(impl: str, sigma, num_queries: int, num_keys: int,
+                    backend: str | None = None) -> str:
+  """The kernel-regression implementation `impl` stands for: "auto" is "pallas" on GPUs for a
+  Python sigma >= `kernels.MIN_BOUNDED_SIGMA` and at least `PALLAS_MIN_PAIRS` query-key pairs per
+  image, else "xla" (CPUs, TPUs -- where the Mosaic lowering is untimed -- traced sigmas, small
+  taps). backend: None = JAX's default backend."""
+  if impl not in KR_IMPLS:
+    raise KeyError(f"Unknown kernel-regression impl {impl!r}; valid: {list(KR_IMPLS)}")
+  if impl != "auto":
+    return impl
+  bounded = isinstance(sigma, (int, float)) and sigma >= kernels.MIN_BOUNDED_SIGMA
+  large = num_queries * num_keys >= PALLAS_MIN_PAIRS
+  on_gpu = (backend or jax.default_backend()) == "gpu"
+  return "pallas" if on_gpu and bounded and large else "xla"
+
+
 def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, mix: float,
                    stride: int = 1, valid_mask: Array | None = None,
-                   block_size: int = 256, impl: str = "xla") -> Array:
+                   block_size: int = 256, impl: str = "auto") -> Array:
   """Recalibrated teacher target T~ = (1 - mix) T + mix R (§2.4), per image.
 
   R_i = kernel_regression(queries=A_i, keys=T_j, values=T_j) with the Laplace kernel on
@@ -80,8 +103,9 @@ def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, 
     stride: key subsampling stride. valid_mask: `[B, H', W']` bool or None.
     block_size: kernel-regression block size (queries and keys per block). 256 keeps the blocks
       in cache on CPU and wastes little padding at the taps' sizes (4x faster than 1024 at 768 px).
-    impl: "xla" (`kernels.kernel_regression`, blocked) or "pallas" (`kr_fused`, one fused kernel
-      per query block for GPUs; needs a Python sigma >= kernels.MIN_BOUNDED_SIGMA).
+    impl: "xla" (`kernels.kernel_regression`, blocked), "pallas" (`kr_fused`, one fused kernel
+      per query block for GPUs; needs a Python sigma >= kernels.MIN_BOUNDED_SIGMA) or "auto"
+      (`resolve_kr_impl`: pallas for large taps on GPUs, else xla).
   Returns:
     `[B, h, w, C]` float32 target (the teacher enters through stop_gradient; A does not).
 
@@ -97,15 +121,14 @@ def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, 
   m = resize_mask(valid_mask, (b, h, w))
   keys = t[:, ::stride, ::stride].reshape(b, -1, c)
   kmask = m[:, ::stride, ::stride].reshape(b, -1)
+  impl = resolve_kr_impl(impl, sigma, h * w, kmask.shape[1])
   if impl == "pallas":
     from lix_jax import kr_fused  # noqa: PLC0415 (Pallas is imported only when asked for)
     r = kr_fused.kernel_regression_fused(a.reshape(b, -1, c), keys, keys, sigma=sigma,
                                          key_mask=kmask)
-  elif impl == "xla":
+  else:
     kr = functools.partial(kernels.kernel_regression, sigma=sigma, block_size=block_size)
     r = jax.vmap(lambda q, k, km: kr(q, k, k, key_mask=km))(a.reshape(b, -1, c), keys, kmask)
-  else:
-    raise KeyError(f"Unknown kernel-regression impl {impl!r}; valid: ['pallas', 'xla']")
   r = jnp.where(jnp.any(kmask, -1)[:, None, None], r, t.reshape(b, -1, c)).reshape(t.shape)
   return (1.0 - mix) * t + mix * r
 
@@ -178,7 +201,7 @@ def arfd_loss(student_feats: Array, teacher_feats: Array, *, sigma: float = 1.0,
               mix: float = 0.5, lambda_kr: float = 1.0, lambda_cka: float = 1.0,
               kernel: str = "linear", stride: int = 1, cka_max_pixels: int = 1024,
               valid_mask: Array | None = None, axis_name: str | None = None,
-              block_size: int = 256, kr_impl: str = "xla") -> tuple[Array, dict[str, Array]]:
+              block_size: int = 256, kr_impl: str = "auto") -> tuple[Array, dict[str, Array]]:
   """ARFD at one tap: lambda_kr * L_KR + lambda_cka * L_CKA (§2.4).
 
   L_KR = mean over (images, valid pixels) of ||A_i - sg(T~_i)||^2 / C, T~ from `kr_recalibrate`.
@@ -192,7 +215,7 @@ def arfd_loss(student_feats: Array, teacher_feats: Array, *, sigma: float = 1.0,
   Args:
     student_feats: `[B, h, w, C]` adapter outputs. teacher_feats: `[B, h, w, C]`.
     sigma, mix, stride, block_size: kernel-regression parameters (see `kr_recalibrate`).
-    kr_impl: "xla" | "pallas", `kr_recalibrate`'s `impl`.
+    kr_impl: "auto" | "xla" | "pallas", `kr_recalibrate`'s `impl`.
     lambda_kr, lambda_cka: term weights; a Python 0 skips that term entirely.
     kernel: CKA kernel, "linear" | "rbf" | "laplace". cka_max_pixels: Gram-size bound.
     valid_mask: `[B, H', W']` bool or None. axis_name: data axis for global means, or None.

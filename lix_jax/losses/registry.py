@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "kernel": "linear",
     "stride": 1,
     "kr_block_size": 256,
-    "kr_impl": "xla",
+    "kr_impl": "auto",
     "cka_max_pixels": 1024,
     "at_p": 2,
     "taps": None,
