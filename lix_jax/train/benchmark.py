@@ -51,12 +51,14 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
           for name, spec in specs.items()}
 
 
-def _balanced_lix(method: str, kappa: float, label: str, **teacher) -> dict[str, Any]:
-  """A LIX row with lix_jax's own class-balanced DWC (γ = 1) at controller temperature `kappa`;
-  `teacher` may set `fusion` / `x_modality`. κ = 1 and 2 are the best of the first and second
-  rounds of configs/sweeps/class_balance.py, κ = 4 of configs/sweeps/balanced_round3.py."""
+def _balanced_lix(method: str, kappa: float, label: str, extra: tuple = (),
+                  **teacher) -> dict[str, Any]:
+  """A LIX row with lix_jax's own class-balanced DWC (γ = 1) at controller temperature `kappa`,
+  plus `extra` overrides; `teacher` may set `fusion` / `x_modality`. κ = 1 and 2 are the best of
+  the first and second rounds of configs/sweeps/class_balance.py, κ = 4 of
+  configs/sweeps/balanced_round3.py, λ_KR = 0 of configs/sweeps/balanced_round4.py."""
   overrides = (("distill.controller", "balanced"), ("distill.kappa", kappa),
-               ("distill.class_balance", 1.0))
+               ("distill.class_balance", 1.0), *extra)
   return dict(method=method, distill_method="lix", overrides=overrides, label=label, **teacher)
 
 
@@ -87,6 +89,11 @@ ROWS: dict[str, Row] = {
         "lix_balanced_kappa4": _balanced_lix(
             "lix_balanced_kappa4", 4.0,
             "LIX, class-balanced DWC, κ = 4 (lix_jax's own; tuned on val)"),
+        # ARFD reduced to its CKA term: the best of configs/sweeps/balanced_round4.py and _round5.
+        "lix_balanced_kappa4_cka": _balanced_lix(
+            "lix_balanced_kappa4_cka", 4.0,
+            "LIX, class-balanced κ = 4, ARFD's CKA term only (λ_KR = 0; tuned on val)",
+            extra=(("distill.lambda_kr", 0.0),)),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
