@@ -25,7 +25,7 @@ want() { [[ "$parts" == *" $1 "* ]]; }
 #    at the KITTI-scale taps of step 2: the decoder tap (32 channels) and stage 3 (256), B = 32,
 #    stride-2 keys; and the decoder tap of a 4x wider decoder (128 channels).
 if want kr; then
-  timeout 120 python3 benchmarks/kr_bench.py 2>&1 | tee "$out/kr_decoder.txt"
+  timeout 120 python3 benchmarks/kr_bench.py 2>&1 | tee "$out/kr_decoder_c32.txt"
   timeout 120 python3 benchmarks/kr_bench.py --shape 32 12288 3072 128 2>&1 \
     | tee "$out/kr_decoder_c128.txt"
   timeout 90 python3 benchmarks/kr_bench.py --shape 32 768 192 256 2>&1 | tee "$out/kr_stage3.txt"
