@@ -40,25 +40,37 @@ def _next_pow2(n: int, minimum: int = 16) -> int:
 # Shared memory per program: an H100 gives ~227 KiB. `_smem_estimate` counts the query tile twice
 # (load and dot-operand layout), key and value tiles once per pipeline stage and the weights once;
 # it over-counts Triton's request. On an H100, tiles estimated at up to 213 KiB compiled and every
-# one estimated at 270 KiB or more was refused (results/gpu/session5/kr_*.txt).
-_SMEM_BUDGET_BYTES = 216 * 1024
+# one estimated at 270 KiB or more was refused (results/gpu/session5/kr_*.txt). Other GPUs give
+# less (an A100 ~163 KiB, most others ~99 KiB) and were never measured here: they get the budget
+# scaled down by the same margin from their own limit.
+HOPPER_SMEM_BUDGET_BYTES = 216 * 1024
+_SMEM_LIMITS_KIB = {"H100": 227, "H200": 227, "GH200": 227, "A100": 163, "A800": 163}
+_DEFAULT_SMEM_LIMIT_KIB = 99
+
+
+def smem_budget(device_kind: str) -> int:
+  """Budget of `_smem_estimate` bytes for a GPU named `device_kind` (`jax.Device.device_kind`)."""
+  limit = next((kib for name, kib in _SMEM_LIMITS_KIB.items() if name in device_kind.upper()),
+               _DEFAULT_SMEM_LIMIT_KIB)
+  return HOPPER_SMEM_BUDGET_BYTES * limit // 227
 
 
 def _smem_estimate(bq: int, bk: int, dp: int, cp: int, num_stages: int) -> int:
   return 4 * (2 * bq * dp + num_stages * bk * (dp + cp) + bq * bk)
 
 
-def default_blocks(d: int, c: int, num_stages: int = 2) -> tuple[int, int, int]:
+def default_blocks(d: int, c: int, num_stages: int = 2,
+                   budget: int = HOPPER_SMEM_BUDGET_BYTES) -> tuple[int, int, int]:
   """(block_q, block_k, num_warps) for features of width d and values of width c.
 
-  The largest tiles from (128, 64) down whose estimate fits `_SMEM_BUDGET_BYTES` (keys shrink to
+  The largest tiles from (128, 64) down whose estimate fits `budget` (`smem_budget`; keys shrink to
   32 first, then queries, then keys to 16), and 8 warps once a program's query-side tiles
   (bq * (d + c) floats) reach 16 Ki, else 4. On an H100 at the KITTI-scale taps this picks the
   fastest or near-fastest of a 3 x 3 x 2 sweep: (128, 64, 4) at 32 channels, (128, 32, 8) at 128
   and (32, 32, 8) at 256 (`benchmarks/kr_bench.py`).
   """
   dp, cp = _next_pow2(d), _next_pow2(c)
-  fits = lambda bq, bk: _smem_estimate(bq, bk, dp, cp, num_stages) <= _SMEM_BUDGET_BYTES
+  fits = lambda bq, bk: _smem_estimate(bq, bk, dp, cp, num_stages) <= budget
   bq, bk = 128, 64
   while bk > 32 and not fits(bq, bk):
     bk //= 2
@@ -130,7 +142,10 @@ def kernel_regression_fused(queries: Array, keys: Array, values: Array, *, sigma
   if not isinstance(sigma, (int, float)) or sigma < kernels.MIN_BOUNDED_SIGMA:
     raise ValueError(f"kernel_regression_fused needs a Python sigma >= "
                      f"{kernels.MIN_BOUNDED_SIGMA}, got {sigma!r}; use kernels.kernel_regression")
-  auto_q, auto_k, auto_warps = default_blocks(d, c, num_stages)
+  budget = HOPPER_SMEM_BUDGET_BYTES
+  if backend == "gpu" and jax.default_backend() == "gpu":
+    budget = smem_budget(jax.devices()[0].device_kind)
+  auto_q, auto_k, auto_warps = default_blocks(d, c, num_stages, budget)
   block_q, block_k, num_warps = block_q or auto_q, block_k or auto_k, num_warps or auto_warps
   for name, blk in (("block_q", block_q), ("block_k", block_k)):
     if blk < 16 or blk & (blk - 1):
