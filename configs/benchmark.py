@@ -26,9 +26,10 @@ from lix_jax.config_defaults import base_config
 HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
             "unlabeled/pseudo_label", "unlabeled/lix", "unlabeled/lix_kappa1",
             "unlabeled/lix_balanced", "unlabeled/lix_balanced_kappa2", "unlabeled/lix_balanced_kappa4",
-            "unlabeled/lix_balanced_kappa4_cka", "unlabeled/none_equal_images")
+            "unlabeled/lix_balanced_kappa4_cka", "unlabeled/lix_balanced_sym_kappa4_cka",
+            "unlabeled/none_equal_images")
 LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix", "labeled/lix_balanced",
-           "labeled/lix_balanced_kappa4")
+           "labeled/lix_balanced_kappa4", "labeled/lix_balanced_sym_kappa4_cka")
 ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
              "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",

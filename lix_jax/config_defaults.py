@@ -72,9 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.alpha = 1.0
   c.distill.beta = 1.0  # DESIGN §2.6: beta <= 1 (a large beta competes with CE).
   c.distill.temperature = 1.0
-  c.distill.controller = "dynamic"  # fixed | dynamic | trust | balanced (lix_jax's own)
+  # fixed | dynamic | trust | balanced | balanced_sym (the last two lix_jax's own)
+  c.distill.controller = "dynamic"
   c.distill.kappa = 4.0
-  c.distill.class_balance = 1.0  # balanced controller: weights times n_class^-class_balance.
+  c.distill.class_balance = 1.0  # balanced(_sym) controllers: weights times n_class^-class_balance.
   c.distill.sigma = 1.0
   c.distill.mix = 0.5
   c.distill.lambda_kr = 1.0

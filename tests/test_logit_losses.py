@@ -72,6 +72,12 @@ def np_dwc_weights(s, t, labels, tau, alpha, beta, controller, kappa, class_bala
   if controller == "balanced":  # times (pixels of the pixel's class in the batch)^-γ
     n_y = np.array([np.sum(valid & (labels == c)) for c in range(t.shape[-1])])[y]
     u_t, u_n = u_t * n_y**-class_balance, u_n * n_y**-class_balance
+  if controller == "balanced_sym":  # the rarer of target and predicted class; n = labels + preds
+    pred = s.argmax(-1)
+    n = np.array([np.sum(valid & (labels == c)) + np.sum(valid & (pred == c))
+                  for c in range(t.shape[-1])])
+    n_min = np.minimum(n[y], n[pred])
+    u_t, u_n = u_t * n_min**-class_balance, u_n * n_min**-class_balance
   w_t = alpha * u_t / np_valid_mean(u_t, labels)
   w_n = beta * u_n / np_valid_mean(u_n, labels)
   return np.where(valid, w_t, 0.0), np.where(valid, w_n, 0.0)
@@ -183,7 +189,7 @@ def test_dkd_loss_value_and_grad(tau):
 
 DWLD_CASES = [("fixed", 1.0, 1.0), ("dynamic", 1.0, 2.0), ("dynamic", 2.0, 0.5),
               ("dynamic", 4.0, -1.5), ("dynamic", 4.0, -0.5), ("trust", 2.0, 1.0),
-              ("balanced", 2.0, 1.0), ("balanced", 1.0, -2.0)]
+              ("balanced", 2.0, 1.0), ("balanced", 1.0, -2.0), ("balanced_sym", 2.0, 1.0)]
 
 
 @pytest.mark.parametrize("controller,tau,kappa", DWLD_CASES)
@@ -280,6 +286,9 @@ ALL_LOSSES = {  # name -> loss(s, t, y, axis_name=None)
     "dwld_balanced": lambda s, t, y, a=None: logit.dwld_loss(
         s, t, y, alpha=1.0, beta=2.0, temperature=2.0, controller="balanced", kappa=2.0,
         class_balance=0.7, axis_name=a)[0],
+    "dwld_balanced_sym": lambda s, t, y, a=None: logit.dwld_loss(
+        s, t, y, alpha=1.0, beta=2.0, temperature=2.0, controller="balanced_sym", kappa=2.0,
+        axis_name=a)[0],
     "pseudo_label": lambda s, t, y, a=None: logit.pseudo_label_loss(s, t, y, threshold=0.4,
                                                                     axis_name=a),
     "pseudo_label_thr0": lambda s, t, y, a=None: logit.pseudo_label_loss(s, t, y, axis_name=a),
@@ -338,7 +347,7 @@ def test_controller_errors_and_custom_controller():
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, controller="nope")
   with pytest.raises(ValueError, match="kappa"):
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, kappa=0.0)
-  assert set(logit.CONTROLLERS) == {"fixed", "dynamic", "trust", "balanced"}
+  assert set(logit.CONTROLLERS) == {"fixed", "dynamic", "trust", "balanced", "balanced_sym"}
 
   def doubled(student_logits, teacher_logits, labels, *, alpha, beta, temperature, valid, **kw):
     return 2 * alpha * valid, 2 * beta * valid
@@ -401,6 +410,32 @@ def test_sharded_dwld_weights_and_grads():
   np.testing.assert_allclose(w_t, aux1["w_t"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(w_n, aux1["w_n"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(np.asarray(g) / 8, g1, rtol=1e-5, atol=1e-8)
+
+
+def test_symmetric_balance_weights_false_positives_of_rare_classes():
+  """A pixel labelled with the large class but predicted as the rare one: `balanced` weights it as
+  the large class, `balanced_sym` as the rare one (counts of labels plus predictions)."""
+  k, hw = 3, (1, 8, 8)
+  labels = np.zeros(hw, np.int32)
+  labels[0, :2, :2] = 1  # the rare class: 4 of 64 pixels
+  student = np.zeros((*hw, k), np.float32)
+  student[..., 0] = 3.0
+  student[0, :2, :2, 1] = 6.0  # predicted right on the rare class ...
+  student[0, 7, 7, 1] = 6.0  # ... and once on a large-class pixel
+  teacher = np.random.default_rng(3).normal(size=(*hw, k)).astype(np.float32)
+  kw = dict(alpha=1.0, beta=1.0, temperature=1.0, kappa=1e12)  # κ huge: the prior alone
+  w = {c: np.asarray(logit.dwld_loss(j(student), j(teacher), jl(labels), controller=c, **kw)[1]
+                     ["w_n"]) for c in ("balanced", "balanced_sym")}
+  # Priors: `balanced` 1 / n_y with n_0 = 60, n_1 = 4 (labels); `balanced_sym` 1 / min(n_y, n_ŷ)
+  # with n_0 = 60 + 59, n_1 = 4 + 5 (labels + predictions). Up to one normalisation constant:
+  ratio = w["balanced_sym"] / w["balanced"]
+  large, rare = labels == 0, labels == 1
+  large[0, 7, 7] = False
+  np.testing.assert_allclose(ratio[large], ratio[large][0], rtol=1e-5)
+  np.testing.assert_allclose(ratio[rare] / ratio[large][0], (60 / 9) / (60 / 119) * (4 / 60),
+                             rtol=1e-5)
+  # The false positive is weighted as the rare class: 119 / 9 times a correct large-class pixel.
+  np.testing.assert_allclose(ratio[0, 7, 7] / ratio[large][0], 119 / 9, rtol=1e-5)
 
 
 def test_balanced_controller_gives_each_class_the_same_total_weight():

@@ -274,7 +274,7 @@ def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, t
 
 def balanced_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
                         valid, class_balance=1.0, axis_name=None, ignore_index=IGNORE_INDEX,
-                        **kw) -> tuple[jax.Array, jax.Array]:
+                        symmetric=False, **kw) -> tuple[jax.Array, jax.Array]:
   """lix_jax's own DWC: `dynamic` times `n_y^(−γ)`, normalised to α, β as in `dynamic`.
 
   n_y is the number of valid pixels of the pixel's class y in the global batch (psum-ed over
@@ -282,16 +282,28 @@ def balanced_controller(student_logits, teacher_logits, labels, *, alpha, beta, 
   weight, whatever its area -- the per-class normalisation that CWD gets from its softmax over
   pixels; γ = 0 is `dynamic`. The weights still average α and β over valid pixels, so the loss
   stays a global mean (DESIGN §1).
+
+  `symmetric=True` (the `balanced_sym` controller) weights a pixel by the rarer of its target class
+  y and the student's arg-max class ŷ: `min(n_y, n_ŷ)^(−γ)`, with n_c counting the pixels labelled
+  c plus those predicted c. A student that paints a rare class into a large one is then weighted
+  as a rare-class error (false positives count, not only misses), as in CWD, where the rare
+  class's own channel is normalised over every pixel.
   """
   num_classes = teacher_logits.shape[-1]
   _, one_hot = _one_hot(labels, num_classes, ignore_index)
-  in_class = one_hot & valid[..., None]
-  counts = _psum(jnp.sum(in_class.astype(jnp.int32), axis=tuple(range(labels.ndim))), axis_name)
-  log_counts = jnp.log(jnp.maximum(counts, 1).astype(jnp.float32))
-  log_prior = -class_balance * log_counts[jnp.where(valid, labels, 0)]  # a gather, no [.., K] temp.
+  axes = tuple(range(labels.ndim))
+  counts = jnp.sum((one_hot & valid[..., None]).astype(jnp.int32), axis=axes)
+  if symmetric:
+    pred = jnp.argmax(lax.stop_gradient(student_logits), axis=-1)
+    pred_one_hot = pred[..., None] == jnp.arange(num_classes)
+    counts = counts + jnp.sum((pred_one_hot & valid[..., None]).astype(jnp.int32), axis=axes)
+  log_counts = jnp.log(jnp.maximum(_psum(counts, axis_name), 1).astype(jnp.float32))
+  log_n = log_counts[jnp.where(valid, labels, 0)]  # a gather, no [.., K] temp.
+  if symmetric:
+    log_n = jnp.minimum(log_n, log_counts[pred])
   return dynamic_controller(student_logits, teacher_logits, labels, alpha=alpha, beta=beta,
                             temperature=temperature, valid=valid, axis_name=axis_name,
-                            ignore_index=ignore_index, log_prior=log_prior, **kw)
+                            ignore_index=ignore_index, log_prior=-class_balance * log_n, **kw)
 
 
 def trust_controller(student_logits, teacher_logits, labels, *, alpha, beta, temperature,
@@ -307,6 +319,7 @@ CONTROLLERS: dict[str, Controller] = {
     "dynamic": dynamic_controller,
     "trust": trust_controller,
     "balanced": balanced_controller,
+    "balanced_sym": functools.partial(balanced_controller, symmetric=True),
 }
 
 
@@ -339,11 +352,12 @@ def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
     labels: `[B, H, W]` target classes (for unlabelled pixels: `teacher_targets`).
     alpha, beta: mean weights of TCLD and NCLD.
     temperature: τ > 0.
-    controller: "fixed" | "dynamic" | "trust" | "balanced" or a callable as above.
-    kappa: controller temperature κ ≠ 0 (dynamic, balanced); ±inf = trust.
+    controller: "fixed" | "dynamic" | "trust" | "balanced" | "balanced_sym" or a callable as above.
+    kappa: controller temperature κ ≠ 0 (dynamic, balanced, balanced_sym); ±inf = trust.
     ignore_index: label value of ignored pixels.
     axis_name: data axis for global sums, counts and maxima, or None.
-    class_balance: γ of the `balanced` controller (class-frequency exponent); others ignore it.
+    class_balance: γ of the `balanced` and `balanced_sym` controllers (class-frequency exponent);
+      others ignore it.
 
   Returns:
     `(loss, aux)`: aux = {"w_t": [B,H,W], "w_n": [B,H,W], "tcld": scalar, "ncld": scalar}, the

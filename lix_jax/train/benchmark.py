@@ -52,12 +52,13 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
 
 
 def _balanced_lix(method: str, kappa: float, label: str, extra: tuple = (),
-                  **teacher) -> dict[str, Any]:
-  """A LIX row with lix_jax's own class-balanced DWC (γ = 1) at controller temperature `kappa`,
-  plus `extra` overrides; `teacher` may set `fusion` / `x_modality`. κ = 1 and 2 are the best of
-  the first and second rounds of configs/sweeps/class_balance.py, κ = 4 of
-  configs/sweeps/balanced_round3.py, λ_KR = 0 of configs/sweeps/balanced_round4.py."""
-  overrides = (("distill.controller", "balanced"), ("distill.kappa", kappa),
+                  controller: str = "balanced", **teacher) -> dict[str, Any]:
+  """A LIX row with lix_jax's own class-balanced DWC (γ = 1; `balanced` or `balanced_sym`) at
+  controller temperature `kappa`, plus `extra` overrides; `teacher` may set `fusion` /
+  `x_modality`. κ = 1 and 2 are the best of the first and second rounds of
+  configs/sweeps/class_balance.py, κ = 4 of configs/sweeps/balanced_round3.py, λ_KR = 0 of
+  configs/sweeps/balanced_round4.py, `balanced_sym` of configs/sweeps/balanced_round6.py."""
+  overrides = (("distill.controller", controller), ("distill.kappa", kappa),
                ("distill.class_balance", 1.0), *extra)
   return dict(method=method, distill_method="lix", overrides=overrides, label=label, **teacher)
 
@@ -94,6 +95,10 @@ ROWS: dict[str, Row] = {
             "lix_balanced_kappa4_cka", 4.0,
             "LIX, class-balanced κ = 4, ARFD's CKA term only (λ_KR = 0; tuned on val)",
             extra=(("distill.lambda_kr", 0.0),)),
+        "lix_balanced_sym_kappa4_cka": _balanced_lix(
+            "lix_balanced_sym_kappa4_cka", 4.0,
+            "LIX, symmetric class-balanced κ = 4, ARFD's CKA term only (lix_jax's own; tuned on val)",
+            extra=(("distill.lambda_kr", 0.0),), controller="balanced_sym"),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
         "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
@@ -114,6 +119,11 @@ ROWS: dict[str, Row] = {
         # κ = 4 as chosen on the unlabelled regime's validation split (not re-tuned here).
         "lix_balanced_kappa4": _balanced_lix(
             "lix_balanced_kappa4", 4.0, "LIX, class-balanced DWC, κ = 4 (lix_jax's own)"),
+        # The unlabelled regime's choice (configs/sweeps/balanced_round6.py), not re-tuned here.
+        "lix_balanced_sym_kappa4_cka": _balanced_lix(
+            "lix_balanced_sym_kappa4_cka", 4.0,
+            "LIX, symmetric class-balanced κ = 4, ARFD's CKA term only (lix_jax's own)",
+            extra=(("distill.lambda_kr", 0.0),), controller="balanced_sym"),
     }),
 }
 
