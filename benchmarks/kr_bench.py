@@ -61,10 +61,10 @@ def main() -> None:
     kr = functools.partial(kernels.kernel_regression, sigma=args.sigma, block_size=blk)
     cases.append((f"xla block={blk}", jax.jit(jax.vmap(lambda q, k, km: kr(q, k, k, key_mask=km)))))
   warps = args.num_warps if jax.default_backend() == "gpu" else [4]
-  auto = [(None, None, None)]  # kr_fused.default_blocks, the configuration the step uses
+  auto = [(None, None, None)]  # kr_fused.device_blocks, the configuration the step uses
   for bq, bk, nw in auto + list(itertools.product(args.pallas_blocks, args.pallas_blocks, warps)):
     if bq is None:
-      label = "pallas default (bq={} bk={} warps={})".format(*kr_fused.default_blocks(c, c))
+      label = "pallas default (bq={} bk={} warps={})".format(*kr_fused.device_blocks(c, c))
     else:
       label = f"pallas bq={bq} bk={bk} warps={nw}"
     fused = functools.partial(kr_fused.kernel_regression_fused, sigma=args.sigma, block_q=bq,

@@ -81,6 +81,16 @@ def default_blocks(d: int, c: int, num_stages: int = 2,
   return bq, bk, 8 if bq * (dp + cp) >= 16 * 1024 else 4
 
 
+def device_blocks(d: int, c: int, num_stages: int = 2,
+                  backend: str | None = None) -> tuple[int, int, int]:
+  """`default_blocks` for this host's GPU (its `smem_budget`) when lowering for "gpu" on a GPU
+  host; the H100 budget otherwise (another platform, or a GPU export from a CPU host)."""
+  budget = HOPPER_SMEM_BUDGET_BYTES
+  if (backend or jax.default_backend()) == "gpu" and jax.default_backend() == "gpu":
+    budget = smem_budget(jax.devices()[0].device_kind)
+  return default_blocks(d, c, num_stages, budget)
+
+
 def _kernel(q_ref, k_ref, v_ref, w_ref, num_ref, den_ref, *, sigma: float, block_k: int,
             num_key_blocks: int, dist_precision):
   """One (image, query block): sums over key blocks of w_j exp(-||q - k_j|| / sigma) [v_j, 1]."""
@@ -122,11 +132,11 @@ def kernel_regression_fused(queries: Array, keys: Array, values: Array, *, sigma
     sigma: Laplace bandwidth, a Python number >= `kernels.MIN_BOUNDED_SIGMA`.
     key_mask: optional `[B, m]` bool; False keys get weight 0; a query with no valid key gets 0.
     block_q, block_k: query rows per program and key rows per loop step (powers of two >= 16);
-      None = `default_blocks`.
+      None = `device_blocks`.
     interpret: run the kernel in Pallas interpret mode; None = only on the CPU backend.
     backend: the platform to lower for, "gpu" (Triton), "tpu" (Mosaic) or "cpu"; None = JAX's
       default backend. Set it to export or AOT-compile for another platform than this host's.
-    num_warps, num_stages: Triton launch parameters (GPU only); num_warps None = `default_blocks`.
+    num_warps, num_stages: Triton launch parameters (GPU only); num_warps None = `device_blocks`.
   Returns:
     `[B, n, C]` float32. No gradient flows (forward only, see the module docstring).
   """
@@ -142,17 +152,14 @@ def kernel_regression_fused(queries: Array, keys: Array, values: Array, *, sigma
   if not isinstance(sigma, (int, float)) or sigma < kernels.MIN_BOUNDED_SIGMA:
     raise ValueError(f"kernel_regression_fused needs a Python sigma >= "
                      f"{kernels.MIN_BOUNDED_SIGMA}, got {sigma!r}; use kernels.kernel_regression")
-  budget = HOPPER_SMEM_BUDGET_BYTES
-  if backend == "gpu" and jax.default_backend() == "gpu":
-    budget = smem_budget(jax.devices()[0].device_kind)
-  auto_q, auto_k, auto_warps = default_blocks(d, c, num_stages, budget)
+  backend = backend or jax.default_backend()
+  if backend not in ("cpu", "gpu", "tpu"):
+    raise ValueError(f"backend must be 'cpu', 'gpu' or 'tpu', got {backend!r}")
+  auto_q, auto_k, auto_warps = device_blocks(d, c, num_stages, backend)
   block_q, block_k, num_warps = block_q or auto_q, block_k or auto_k, num_warps or auto_warps
   for name, blk in (("block_q", block_q), ("block_k", block_k)):
     if blk < 16 or blk & (blk - 1):
       raise ValueError(f"{name} must be a power of two >= 16, got {blk}")
-  backend = backend or jax.default_backend()
-  if backend not in ("cpu", "gpu", "tpu"):
-    raise ValueError(f"backend must be 'cpu', 'gpu' or 'tpu', got {backend!r}")
   if interpret is None:
     interpret = backend == "cpu"
   # jax >= 0.10 lowers a bare pallas_call on GPUs with Mosaic GPU, which lacks this kernel's

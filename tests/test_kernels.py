@@ -247,6 +247,22 @@ def test_fused_default_blocks_fit_shared_memory():
       (128, 64, 4), (128, 32, 8), (32, 32, 8)]
 
 
+def test_fused_device_blocks_use_this_gpus_budget(monkeypatch):
+  """Tiles for a kernel lowered on a GPU host follow that GPU's shared memory (here a pretend L4);
+  for another platform, or on a CPU host, the H100 budget."""
+  from types import SimpleNamespace
+  from lix_jax import kr_fused
+  hopper = kr_fused.default_blocks(128, 128)
+  assert kr_fused.device_blocks(128, 128) == hopper  # this CPU host
+  assert kr_fused.device_blocks(128, 128, backend="gpu") == hopper  # a GPU export from a CPU host
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(jax, "devices", lambda *a: [SimpleNamespace(device_kind="NVIDIA L4")])
+  l4 = kr_fused.default_blocks(128, 128, budget=kr_fused.smem_budget("NVIDIA L4"))
+  assert l4 != hopper
+  assert kr_fused.device_blocks(128, 128) == l4
+  assert kr_fused.device_blocks(128, 128, backend="tpu") == hopper
+
+
 @pytest.mark.parametrize("platform,backend,target", [
     ("cuda", "gpu", "__gpu$xla.gpu.triton"), ("tpu", "tpu", "tpu_custom_call")])
 def test_fused_kernel_regression_lowers_for_accelerators(platform, backend, target):
