@@ -55,7 +55,7 @@ def _config(rows, seeds=(0, 1)):
 def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, recorder):
   rows = ("teacher", "none", "unlabeled/kd", "labeled/kd", "unlabeled/lix_late",
           "unlabeled/none_equal_images", "unlabeled/dwld_trust", "unlabeled/lix_balanced",
-          "unlabeled/lix_balanced_kappa2")
+          "unlabeled/lix_balanced_kappa2", "unlabeled/none_all_labeled")
   benchmark.run_benchmark(_config(rows), str(tmp_path))
   recorder[:] = [c for c in recorder if c[0] != "report"]
   trained = {os.path.relpath(w, tmp_path): (m, c) for w, m, c in recorder}
@@ -80,6 +80,10 @@ def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, 
   assert late.distill.teacher_workdir.endswith("teachers/late_depth_seed0")
   equal = trained["students/unlabeled/none_equal_images_intermediate_depth_seed0"]
   assert equal[0] == "student" and equal[1].train.batch_size == 2 * base_config().train.batch_size
+  assert equal[1].data.builder_config == base_config().data.builder_config
+  oracle = trained["students/unlabeled/none_all_labeled_intermediate_depth_seed0"]
+  assert oracle[0] == "student" and oracle[1].train.batch_size == equal[1].train.batch_size
+  assert oracle[1].data.builder_config == "all_labeled"
   trust = trained["students/unlabeled/dwld_trust_intermediate_depth_seed0"][1]
   assert trust.distill.method == "dwld" and trust.distill.controller == "trust"
   balanced = trained["students/unlabeled/lix_balanced_intermediate_depth_seed0"][1]

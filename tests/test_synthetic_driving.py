@@ -152,3 +152,27 @@ def test_geometry_gives_the_teacher_a_real_advantage(tiny_dir):
         f"majority class {majority:.3f}")
   assert acc_rgb > majority + 0.1, "RGB alone must carry information"
   assert acc_geo > acc_rgb + 0.10, "geometry must add a clear margin"
+
+
+def test_all_labeled_train_holds_train_then_unlabeled_frames_with_labels(tmp_path, tiny_dir):
+  configs = {c.name: c for c in synthetic_driving.SyntheticDriving.BUILDER_CONFIGS}
+  default, all_labeled = configs["default"], configs["all_labeled"]
+  assert all_labeled.num_unlabeled_as_train == default.num_unlabeled
+  assert (all_labeled.num_train, all_labeled.seed) == (default.num_train, default.seed)
+  # The same construction on tiny sizes: train = tiny's 32 train + first 5 unlabelled frames.
+  cfg = synthetic_driving.SyntheticDrivingConfig(
+      name="tiny_all_labeled", num_train=32, num_unlabeled=32, num_validation=16, num_test=16,
+      num_unlabeled_as_train=5)
+  builder = synthetic_driving.SyntheticDriving(data_dir=str(tmp_path), config=cfg,
+                                               file_format="array_record")
+  builder.download_and_prepare()
+  train = builder.as_data_source(split="train")
+  assert len(train) == 37
+  plain_train, unlabeled = _source(tiny_dir, "train"), _source(tiny_dir, "unlabeled")
+  by_id = {train[i]["id"]: train[i] for i in range(len(train))}
+  expected = [plain_train[i] for i in range(32)] + [unlabeled[i] for i in range(5)]
+  assert sorted(by_id) == sorted(ex["id"] for ex in expected)
+  for ex in expected:
+    got = by_id[ex["id"]]
+    for key in ("image", "depth", "label"):
+      np.testing.assert_array_equal(got[key], ex[key], err_msg=f"{ex['id']} {key}")

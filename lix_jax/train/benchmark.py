@@ -73,6 +73,12 @@ ROWS: dict[str, Row] = {
         # CE only at the images a distillation step sees (16 labelled + 16 unlabelled).
         "none_equal_images": dict(distill_method="none", overrides=(("train.batch_size", 32),),
                                   label="student alone, 2x batch (equal images)"),
+        # The upper bound of learning from the unlabelled frames: the same 16 + 16 images a
+        # step, but every one of the 200 + 2 000 frames carries its ground-truth label.
+        "none_all_labeled": dict(
+            distill_method="none", overrides=(("train.batch_size", 32),
+                                              ("data.builder_config", "all_labeled")),
+            label="student alone, every frame labelled (upper bound)"),
         "kd": {}, "dkd": {}, "cwd": {}, "fitnet": {}, "pseudo_label": {},
         "dwld": dict(label="DWLD only"),
         "arfd": dict(label="ARFD only"),

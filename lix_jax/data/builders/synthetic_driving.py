@@ -55,6 +55,9 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
   num_validation: int = 100
   num_test: int = 200
   seed: int = 0
+  # `train` also holds the first `num_unlabeled_as_train` frames of the default `unlabeled` split,
+  # with their labels: the "every frame labelled" upper bound of the unlabelled regime.
+  num_unlabeled_as_train: int = 0
 
 
 class SyntheticDriving(LixBuilder):
@@ -67,6 +70,10 @@ class SyntheticDriving(LixBuilder):
       SyntheticDrivingConfig(name="default", description="200 labelled / 2000 unlabelled, 64x192."),
       SyntheticDrivingConfig(name="tiny", description="A handful of images for tests, 64x192.",
                              num_train=32, num_unlabeled=32, num_validation=16, num_test=16),
+      SyntheticDrivingConfig(
+          name="all_labeled", description="default's 200 train + 2000 unlabelled frames, all "
+          "labelled, as `train` (an upper bound for learning from the unlabelled frames).",
+          num_unlabeled_as_train=2000),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
   CLASS_NAMES = CLASS_NAMES
@@ -78,11 +85,18 @@ class SyntheticDriving(LixBuilder):
              "validation": cfg.num_validation, "test": cfg.num_test}
     return {split: self._generate_examples(split, n) for split, n in sizes.items()}
 
+  def _scenes(self, split: str, num_examples: int):
+    """(record id, generator split id, index) of `split`'s examples."""
+    scenes = [(f"{split}/{i:06d}", SPLIT_IDS[split], i) for i in range(num_examples)]
+    if split == "train":
+      extra = self.builder_config.num_unlabeled_as_train
+      scenes += [(f"unlabeled/{i:06d}", SPLIT_IDS["unlabeled"], i) for i in range(extra)]
+    return scenes
+
   def _generate_examples(self, split: str, num_examples: int):
     cfg = self.builder_config
-    for index in range(num_examples):
-      record_id = f"{split}/{index:06d}"
-      ex = synthetic_render.generate_example(cfg.seed, SPLIT_IDS[split], index, cfg.height, cfg.width)
+    for record_id, split_id, index in self._scenes(split, num_examples):
+      ex = synthetic_render.generate_example(cfg.seed, split_id, index, cfg.height, cfg.width)
       check_example(record_id, ex["image"], ex["depth"], ex["label"], len(CLASS_NAMES))
       yield record_id, {
           "image": ex["image"], "depth": ex["depth"], "label": ex["label"],
