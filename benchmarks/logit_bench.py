@@ -1,5 +1,6 @@
 r"""Per-pixel logit losses alone: forward + backward (w.r.t. the student logits) of CE, KD, DKD and
-DWLD (fixed / dynamic / trust controllers) at one logits shape, median of `--iters` jitted calls.
+DWLD (fixed / dynamic / trust / balanced_sym controllers) at one logits shape, median of `--iters`
+jitted calls.
 
 Teacher logits and labels are arguments (not constants), so XLA cannot fold the teacher side away.
 
@@ -40,7 +41,8 @@ def main():
       "kd": lambda s, t, y: logit.kd_loss(s, t, y, temperature=1.0),
       "dkd": lambda s, t, y: logit.dkd_loss(s, t, y, **common),
       **{f"dwld ({c})": (lambda c: lambda s, t, y: logit.dwld_loss(
-          s, t, y, controller=c, kappa=4.0, **common)[0])(c) for c in ("fixed", "dynamic", "trust")},
+          s, t, y, controller=c, kappa=4.0, **common)[0])(c)
+        for c in ("fixed", "dynamic", "trust", "balanced_sym")},
   }
   print(f"logits {args.shape}, {jax.devices()[0].platform}, median of {args.iters}\n")
   print("| loss | fwd + bwd ms |\n|---|---|")
