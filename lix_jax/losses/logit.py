@@ -74,7 +74,7 @@ def _pick(x: jax.Array, one_hot: jax.Array) -> jax.Array:
 def _gather(x: jax.Array, target: jax.Array) -> jax.Array:
   """x[..., y] for int targets `[...]` in [0, K): a gather, no `[.., K]` temporary. Only where no
   gradient flows back through it (its transpose is a scatter)."""
-  return jnp.take_along_axis(x, target[..., None], axis=-1)[..., 0]
+  return jnp.take_along_axis(x, target[..., None], axis=-1, mode="promise_in_bounds")[..., 0]
 
 
 def _class_counts(classes: jax.Array, valid: jax.Array, num_classes: int) -> jax.Array:
