@@ -375,6 +375,28 @@ def training_curves(metrics_jsonl_path: str | os.PathLike | Mapping[str, str | o
   return _maybe_save(_render(fig), path)
 
 
+# From this many rows on, `results_bar_chart` draws horizontal bars, so long labels stay readable.
+HORIZONTAL_BARS_FROM = 12
+
+
+def _horizontal_bars(labels, values, errors, colors, metric, title):
+  """One bar per row, top to bottom in the given order, labels in full on the left."""
+  longest = max(len(label) for label in labels)
+  fig = _figure(min(16.0, 4.0 + 0.075 * longest), 0.8 + 0.27 * len(labels))
+  ax = fig.subplots()
+  y = np.arange(len(labels))
+  bars = ax.barh(y, values, 0.75, xerr=errors, capsize=2 if errors else 0, color=colors)
+  ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], padding=3, fontsize=7)
+  ax.set_yticks(y, labels, fontsize=7)
+  ax.invert_yaxis()
+  top = max(v + e for v, e in zip(values, errors or [0.0] * len(values)))
+  ax.set_xlim(0, min(100.0, top * 1.1 + 1))
+  ax.set_xlabel(f"{_METRIC_LABELS.get(metric, metric)} (%)")
+  ax.set_title(title, fontsize=9)
+  ax.grid(axis="x", alpha=0.3)
+  return _render(fig)
+
+
 def results_bar_chart(rows: Sequence[Mapping[str, Any]], *, metric: str = "miou",
                       title: str = "test mIoU by method",
                       path: str | os.PathLike | None = None) -> np.ndarray:
@@ -399,10 +421,13 @@ def results_bar_chart(rows: Sequence[Mapping[str, Any]], *, metric: str = "miou"
   values = [100.0 * float(r[metric]) for r in rows]
   has_std = any("std" in r for r in rows)
   errors = {"": [100.0 * float(r.get("std", 0.0)) for r in rows]} if has_std else None
-  fig = _figure(max(4.5, 1.2 + 0.85 * len(rows)), 3.6)
-  ax = fig.subplots()
   # The teacher is a reference, not a competitor: grey.
   colors = ["0.6" if "teacher" in str(r.get("method")).split(":") else "C0" for r in rows]
+  if len(rows) > HORIZONTAL_BARS_FROM:
+    return _maybe_save(_horizontal_bars(labels, values, errors and errors[""], colors, metric,
+                                        title), path)
+  fig = _figure(max(4.5, 1.2 + 0.85 * len(rows)), 3.6)
+  ax = fig.subplots()
   _bars(ax, labels, {"": values}, errors, fmt="{:.1f}", colors=colors)
   top = max(v + (e or 0) for v, e in zip(values, errors[""] if errors else [0] * len(values)))
   ax.set_ylim(0, min(100.0, top * 1.15 + 1))

@@ -115,3 +115,10 @@ def test_figures_render(tmp_path):
   _check_picture(viz.results_bar_chart(rows, path=tmp_path / "r.png"), tmp_path / "r.png")
   with pytest.raises(KeyError, match="miou"):
     viz.results_bar_chart([{"method": "kd"}])
+  # A long table turns horizontal: it grows downwards with its rows, not sideways.
+  many = [{"method": "teacher", "miou": 0.78}] + [
+      {"label": f"a long row label number {i} (lix_jax's own)", "miou": 0.5 + i / 100, "std": 0.01}
+      for i in range(viz.HORIZONTAL_BARS_FROM + 8)]
+  tall, taller = viz.results_bar_chart(many[:-8]), viz.results_bar_chart(many)
+  _check_picture(taller)
+  assert tall.shape[1] == taller.shape[1] and taller.shape[0] > tall.shape[0] > tall.shape[1] / 3

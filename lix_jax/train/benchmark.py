@@ -73,12 +73,12 @@ ROWS: dict[str, Row] = {
         # CE only at the images a distillation step sees (16 labelled + 16 unlabelled).
         "none_equal_images": dict(distill_method="none", overrides=(("train.batch_size", 32),),
                                   label="student alone, 2x batch (equal images)"),
-        # The upper bound of learning from the unlabelled frames: the same 16 + 16 images a
-        # step, but every one of the 200 + 2 000 frames carries its ground-truth label.
+        # Pseudo-labels from a perfect teacher: the same 16 + 16 images a step, but every one of
+        # the 200 + 2 000 frames carries its ground-truth label (CE on all of them).
         "none_all_labeled": dict(
             distill_method="none", overrides=(("train.batch_size", 32),
                                               ("data.builder_config", "all_labeled")),
-            label="student alone, every frame labelled (upper bound)"),
+            label="student alone, every frame labelled (= perfect pseudo-labels)"),
         "kd": {}, "dkd": {}, "cwd": {}, "fitnet": {}, "pseudo_label": {},
         "dwld": dict(label="DWLD only"),
         "arfd": dict(label="ARFD only"),
@@ -330,7 +330,7 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 def bar_chart(rows: list[dict[str, Any]], path: str) -> None:
   """benchmark.png: mean ± std test mIoU per table line (teachers grey)."""
   from lix_jax import viz  # noqa: PLC0415 (matplotlib only when a chart is drawn)
-  prefix = {"-": "", "labeled": "L: ", "unlabeled": "U: "}
+  prefix = {"-": "", "labeled": "labelled only: ", "unlabeled": "+ unlabelled: "}
   viz.results_bar_chart(
       [dict(method="teacher" if e["regime"] == "-" else "student",
             label=prefix[e["regime"]] + e["label"], miou=e["mean"], std=e["std"])

@@ -56,7 +56,7 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
   num_test: int = 200
   seed: int = 0
   # `train` also holds the first `num_unlabeled_as_train` frames of the default `unlabeled` split,
-  # with their labels: the "every frame labelled" upper bound of the unlabelled regime.
+  # with their labels: the unlabelled regime with every frame labelled (perfect pseudo-labels).
   num_unlabeled_as_train: int = 0
 
 
@@ -72,7 +72,7 @@ class SyntheticDriving(LixBuilder):
                              num_train=32, num_unlabeled=32, num_validation=16, num_test=16),
       SyntheticDrivingConfig(
           name="all_labeled", description="default's 200 train + 2000 unlabelled frames, all "
-          "labelled, as `train` (an upper bound for learning from the unlabelled frames).",
+          "labelled, as `train` (the unlabelled regime with perfect pseudo-labels).",
           num_unlabeled_as_train=2000),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
