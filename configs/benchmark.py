@@ -30,7 +30,8 @@ HEADLINE = ("teacher", "none", "unlabeled/kd", "unlabeled/dkd", "unlabeled/cwd",
             "unlabeled/lix_balanced_kappa4_cka", "unlabeled/lix_balanced_sym_kappa4_cka",
             "unlabeled/none_equal_images", "unlabeled/none_all_labeled")
 LABELED = ("labeled/kd", "labeled/dkd", "labeled/cwd", "labeled/lix", "labeled/lix_balanced",
-           "labeled/lix_balanced_kappa4", "labeled/lix_balanced_sym_kappa4_cka")
+           "labeled/lix_balanced_kappa4", "labeled/lix_balanced_sym_kappa4_cka",
+           "labeled/lix_balanced_sym_kappa4_cka_l2")
 ABLATIONS = ("unlabeled/dwld", "unlabeled/arfd", "unlabeled/kr_only",
              "unlabeled/cka_only", "unlabeled/fitnet", "unlabeled/dwld_trust",
              "unlabeled/dwld_kappa-2", "teacher_normal", "unlabeled/lix_normal", "teacher_late",

@@ -130,6 +130,11 @@ ROWS: dict[str, Row] = {
             "lix_balanced_sym_kappa4_cka", 4.0,
             "LIX, symmetric class-balanced κ = 4, ARFD's CKA term only (lix_jax's own)",
             extra=(("distill.lambda_kr", 0.0),), controller="balanced_sym"),
+        # The same with λ_L = 2: the best of configs/sweeps/balanced_sym_labeled_round2.py.
+        "lix_balanced_sym_kappa4_cka_l2": _balanced_lix(
+            "lix_balanced_sym_kappa4_cka_l2", 4.0,
+            "LIX, symmetric class-balanced κ = 4, CKA only, λ_L = 2 (lix_jax's own; tuned on val)",
+            extra=(("distill.lambda_kr", 0.0), ("distill.lambda_l", 2.0)), controller="balanced_sym"),
     }),
 }
 
