@@ -159,14 +159,16 @@ def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):
     benchmark.run_benchmark(_config(("none", "teacher", "none")), str(tmp_path))
 
 
-def test_readme_table_is_the_one_computed_from_results_csv():
-  path = os.path.join(ROOT, "results", "benchmark.csv")
+@pytest.mark.parametrize("name", ["benchmark.csv", "benchmark_long.csv"])
+def test_readme_table_is_the_one_computed_from_results_csv(name):
+  path = os.path.join(ROOT, "results", name)
   if not os.path.exists(path):
-    pytest.skip("results/benchmark.csv not committed yet")
+    pytest.skip(f"results/{name} not committed yet")
   with open(os.path.join(ROOT, "README.md")) as f:
     readme = f.read()
   assert benchmark.table_markdown(benchmark.read_csv(path)) in readme, (
-      "README's benchmark table is stale: paste `python -m lix_jax.train.benchmark results/benchmark.csv`")
+      f"README's table of results/{name} is stale: paste "
+      f"`python -m lix_jax.train.benchmark results/{name}`")
 
 
 def test_a_part_run_keeps_the_rows_of_earlier_parts(tmp_path, recorder):
