@@ -159,7 +159,7 @@ def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):
     benchmark.run_benchmark(_config(("none", "teacher", "none")), str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["benchmark.csv", "benchmark_long.csv"])
+@pytest.mark.parametrize("name", ["benchmark.csv", "benchmark_long.csv", "benchmark_converged.csv"])
 def test_readme_table_is_the_one_computed_from_results_csv(name):
   path = os.path.join(ROOT, "results", name)
   if not os.path.exists(path):
