@@ -423,7 +423,7 @@ def results_bar_chart(rows: Sequence[Mapping[str, Any]], *, metric: str = "miou"
   errors = {"": [100.0 * float(r.get("std", 0.0)) for r in rows]} if has_std else None
   # The teacher is a reference, not a competitor: grey.
   colors = ["0.6" if "teacher" in str(r.get("method")).split(":") else "C0" for r in rows]
-  if len(rows) > HORIZONTAL_BARS_FROM:
+  if len(rows) >= HORIZONTAL_BARS_FROM:
     return _maybe_save(_horizontal_bars(labels, values, errors and errors[""], colors, metric,
                                         title), path)
   fig = _figure(max(4.5, 1.2 + 0.85 * len(rows)), 3.6)
