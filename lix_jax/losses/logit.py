@@ -57,13 +57,15 @@ def masked_mean(x: jax.Array, valid: jax.Array, axis_name: str | None = None) ->
   return total / jnp.maximum(count, 1).astype(total.dtype)
 
 
-def _one_hot(labels: jax.Array, num_classes: int, ignore_index: int) -> tuple[jax.Array, jax.Array]:
-  """Returns (valid [B,H,W] bool, one-hot [B,H,W,K] bool); ignored pixels are given class 0."""
+def _one_hot(labels: jax.Array, num_classes: int,
+             ignore_index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Returns (valid [B,H,W] bool, target [B,H,W] in [0, K), one-hot [B,H,W,K] bool); ignored
+  pixels are given class 0."""
   if num_classes < 2:
     raise ValueError(f"logits need K >= 2 classes on the last axis, got K={num_classes}")
   valid = labels != ignore_index
-  safe = jnp.where(valid, labels, 0)
-  return valid, safe[..., None] == jnp.arange(num_classes, dtype=safe.dtype)
+  target = jnp.where(valid, labels, 0)
+  return valid, target, target[..., None] == jnp.arange(num_classes, dtype=target.dtype)
 
 
 def _pick(x: jax.Array, one_hot: jax.Array) -> jax.Array:
@@ -101,7 +103,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = I
     Scalar float32 (float64 for float64 logits).
   """
   logp = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
-  valid, one_hot = _one_hot(labels, logits.shape[-1], ignore_index)
+  valid, _, one_hot = _one_hot(labels, logits.shape[-1], ignore_index)
   return masked_mean(-_pick(logp, one_hot), valid, axis_name)
 
 
@@ -150,8 +152,7 @@ def _nontarget_stats(z: jax.Array, one_hot: jax.Array, target: jax.Array):
 
 def _dkd_forward(s: jax.Array, t: jax.Array, labels: jax.Array, ignore_index: int):
   """TCLD, NCLD `[B, H, W]` of scaled logits, and what the backward pass needs."""
-  valid, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
-  target = jnp.where(valid, labels, 0)
+  valid, target, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
   t_y, lse_t, e_t, sum_t = _nontarget_stats(t, one_hot, target)
   s_y, lse_s, _, _ = _nontarget_stats(s, one_hot, target)
   d_t, d_s = t_y - lse_t, s_y - lse_s
@@ -187,7 +188,7 @@ def _dkd_scaled_fwd(s, t, labels, ignore_index):
 def _dkd_scaled_bwd(ignore_index, res, cotangents):
   s, t, labels, lse_s, lse_t, p_y, q_y = res
   g_t, g_n = cotangents
-  valid, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
+  valid, _, one_hot = _one_hot(labels, s.shape[-1], ignore_index)
   zero = jnp.zeros((), s.dtype)
   g_t, g_n = jnp.where(valid, g_t, zero), jnp.where(valid, g_n, zero)
   q_hat, p_hat = jnp.exp(s - lse_s[..., None]), jnp.exp(t - lse_t[..., None])
@@ -276,11 +277,11 @@ def dynamic_controller(student_logits, teacher_logits, labels, *, alpha, beta, t
   if isinstance(kappa, (int, float)) and kappa == 0:
     raise ValueError("dwld controller temperature kappa must be non-zero (use ±inf for 'trust')")
   inv_kappa = 1.0 / kappa
-  valid_labels, one_hot = _one_hot(labels, teacher_logits.shape[-1], ignore_index)
+  _, target, one_hot = _one_hot(labels, teacher_logits.shape[-1], ignore_index)
   t = lax.stop_gradient(_at_least_f32(teacher_logits))
   # log softmax(t)[y] = −softplus(lse_n − t_y): the same reductions as DKD's at τ = 1 (XLA then
   # computes them once), and never a [.., K] log-softmax.
-  t_y, lse_n, _, _ = _nontarget_stats(t, one_hot, jnp.where(valid_labels, labels, 0))
+  t_y, lse_n, _, _ = _nontarget_stats(t, one_hot, target)
   log_rho = -jax.nn.softplus(lse_n - t_y)
   tcld, ncld = lax.stop_gradient(tcld), lax.stop_gradient(ncld)
   log_u_t, log_u_n = log_rho + tcld * inv_kappa, ncld * inv_kappa
@@ -309,8 +310,6 @@ def balanced_controller(student_logits, teacher_logits, labels, *, alpha, beta, 
   class's own channel is normalised over every pixel.
   """
   num_classes = teacher_logits.shape[-1]
-  if num_classes < 2:
-    raise ValueError(f"logits need K >= 2 classes on the last axis, got K={num_classes}")
   counts = _class_counts(labels, valid, num_classes)
   if symmetric:
     pred = jnp.argmax(lax.stop_gradient(student_logits), axis=-1)
