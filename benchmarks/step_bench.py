@@ -1,7 +1,8 @@
 r"""Distillation step benchmark (DESIGN §8 speed targets, issue 7): is the LIX step near its floor?
 
-In one run, on the same batch and the same (first) device, times the median of `--iters` calls
-after warm-up (each call `jax.block_until_ready`-ed):
+In one run, on the same batch and the same (first) device, times every entry below in `--iters`
+interleaved rounds after warm-up (each round calls each entry once, `jax.block_until_ready`-ed), so
+load that drifts during the run hits all entries alike; medians over rounds are reported:
 
 - teacher forward (eval mode, jitted), student forward+backward (`steps.supervised_step`, as the
   loop builds it: `DataParallel.wrap`, donated state, optimizer update included);
@@ -11,7 +12,9 @@ after warm-up (each call `jax.block_until_ready`-ed):
   shapes).
 
 Reports `LIX / (teacher fwd + student fwd/bwd)` (target ≤ 1.25) and `(DWLD + ARFD) / LIX`
-(target ≤ 10 %); with unlabelled frames the floor is taken over the same images (B + U). Then
+(target ≤ 10 %), each the median of its per-round values with their range, so the noise of the
+machine shows beside the figure; with unlabelled frames the floor is taken over the same images
+(B + U). Then
 end-to-end images/s of the training loop fed by `pipeline.train_dataset` over the synthetic `tiny`
 source (built in a temp dir) against the step alone, so input stalls show; and a scaling table of
 the LIX step on 1, 2, 4, 8 simulated CPU devices at a fixed per-device batch, with the loss of
@@ -201,15 +204,53 @@ def table(header, rows):
   print()
 
 
-def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_block):
-  """Rows of the component table and the LIX / floor ratios."""
-  cfg = b.distill_cfg
-  timings, rows = {}, []
+class Rounds:
+  """Times registered entries in interleaved rounds: each round calls every entry once.
 
-  def record(name, fn, images):
-    first, ms = median_ms(fn, warmup, iters)
-    timings[name] = ms
-    rows.append((name, images, f"{ms:.1f}", f"{1e3 * images / ms:.0f}", f"{first:.1f}"))
+  On a shared machine the load drifts over a run; timing entries one after another lets the drift
+  land on one entry and skew the ratios between them, while rounds spread it over all entries.
+  """
+
+  def __init__(self, warmup: int):
+    self.warmup = warmup
+    self.fns, self.images, self.first, self.ms = {}, {}, {}, {}
+
+  def add(self, name, fn, images):
+    """Compiles and warms up `fn` (the first call's seconds are kept) and queues it."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    self.first[name] = time.perf_counter() - t0
+    for _ in range(self.warmup):
+      jax.block_until_ready(fn())
+    self.fns[name], self.images[name], self.ms[name] = fn, images, []
+
+  def run(self, rounds: int):
+    for _ in range(rounds):
+      for name, fn in self.fns.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        self.ms[name].append(1e3 * (time.perf_counter() - t0))
+
+  def median(self, name) -> float:
+    return statistics.median(self.ms[name])
+
+  def rows(self):
+    return [(name, self.images[name], f"{self.median(name):.1f}",
+             f"{1e3 * self.images[name] / self.median(name):.0f}", f"{self.first[name]:.1f}")
+            for name in self.fns]
+
+
+def per_round(numerator, denominator):
+  """Median and (min, max) over rounds of sum(numerator ms) / sum(denominator ms)."""
+  values = [sum(n) / sum(d) for n, d in zip(zip(*numerator), zip(*denominator))]
+  return statistics.median(values), min(values), max(values)
+
+
+def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_block):
+  """The component entries of one run, timed in `iters` interleaved rounds."""
+  cfg = b.distill_cfg
+  timer = Rounds(warmup)
+  record = timer.add
 
   teacher_fwd = jax.jit(lambda v, i, x: b.teacher.apply(v, i, x, train=False))
   t_vars = jax.device_put(b.t_vars, dp.mesh.devices.flat[0])
@@ -265,7 +306,8 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_
       for k, w in zip(taps, weights))))
   record(f"ARFD + grad, KR block_size={diag_kr_block} (diagnostic)", lambda: arfd_diag(a_feats, t_feats),
          n_lab + n_unl)
-  return timings, rows
+  timer.run(iters)
+  return timer
 
 
 def loop_throughput(b: Bench, dp, n_lab, n_unl, num_steps, warmup):
@@ -372,33 +414,37 @@ def main():
         f"taps {list(config.distill.taps)}, kernel {config.distill.kernel}, "
         f"KR block {config.distill.kr_block_size}, data threads {config.data.num_threads} / "
         f"workers {config.data.num_workers}, "
-        f"median of {iters} after {warmup} warm-up\n")
+        f"{iters} interleaved rounds after {warmup} warm-up calls\n")
   dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:1]))
   batch = make_batch(n_lab, n_unl, b.hw, b.cx, b.num_classes)
 
-  timings, rows = component_timings(b, dp, batch, n_lab, n_unl, warmup, iters,
-                                     args.diag_kr_block)
-  print("### Components (1 device)\n")
-  table(("entry", "images", "median ms", "images/s", "first call s"), rows)
+  timer = component_timings(b, dp, batch, n_lab, n_unl, warmup, iters, args.diag_kr_block)
+  print(f"### Components (1 device, median of {iters} interleaved rounds)\n")
+  table(("entry", "images", "median ms", "images/s", "first call s"), timer.rows())
   ratio_rows = []
   for u in sorted({0, n_unl}):
     n = n_lab + u
-    lix = timings[f"LIX step B={n_lab}" + (f"+U={u}" if u else "")]
-    floor = timings[f"teacher fwd (eval) B={n}"] + timings[f"student fwd+bwd (supervised_step) B={n}"]
-    ratio_rows.append((f"B={n_lab}" + (f"+U={u}" if u else ""), f"{lix:.1f}", f"{floor:.1f}",
-                       f"{lix / floor:.2f} {'ok' if lix / floor <= 1.25 else 'MISSED'}", "-"))
-  lix = timings[f"LIX step B={n_lab}+U={n_unl}"]
-  losses_ms = timings["DWLD + grad (step's logits)"] + timings["ARFD + grad (step's taps)"]
-  share = losses_ms / lix
-  ratio_rows[-1] = ratio_rows[-1][:4] + (f"{100 * share:.1f} % {'ok' if share <= 0.10 else 'MISSED'}",)
-  print("### Targets (DESIGN §8)\n")
+    lix = f"LIX step B={n_lab}" + (f"+U={u}" if u else "")
+    floor = [f"teacher fwd (eval) B={n}", f"student fwd+bwd (supervised_step) B={n}"]
+    ratio, low, high = per_round([timer.ms[lix]], [timer.ms[f] for f in floor])
+    ratio_rows.append((f"B={n_lab}" + (f"+U={u}" if u else ""), f"{timer.median(lix):.1f}",
+                       f"{sum(timer.median(f) for f in floor):.1f}",
+                       f"{ratio:.2f} [{low:.2f}-{high:.2f}] {'ok' if ratio <= 1.25 else 'MISSED'}",
+                       "-"))
+  lix = f"LIX step B={n_lab}+U={n_unl}"
+  share, low, high = per_round([timer.ms["DWLD + grad (step's logits)"],
+                                timer.ms["ARFD + grad (step's taps)"]], [timer.ms[lix]])
+  ratio_rows[-1] = ratio_rows[-1][:4] + (
+      f"{100 * share:.1f} % [{100 * low:.1f}-{100 * high:.1f}] "
+      f"{'ok' if share <= 0.10 else 'MISSED'}",)
+  print("### Targets (DESIGN §8; median over rounds [min-max])\n")
   table(("LIX step", "LIX ms", "teacher fwd + student fwd/bwd ms", "ratio (≤ 1.25)",
          "(DWLD + ARFD) / LIX (≤ 10 %)"), ratio_rows)
 
   if not args.no_loop:
     loop_steps = 4 if args.quick else 20
     build_s, data_ips, loop_ips = loop_throughput(b, dp, n_lab, n_unl, loop_steps, warmup=2)
-    step_ips = 1e3 * (n_lab + n_unl) / lix
+    step_ips = 1e3 * (n_lab + n_unl) / timer.median(lix)
     print(f"### Training loop end to end (tiny source built in {build_s:.1f} s; {loop_steps} steps)\n")
     table(("what", "images/s"), [("data pipeline alone (next batch)", f"{data_ips:.0f}"),
                                  ("loop: data + shard_batch + LIX step", f"{loop_ips:.0f}"),

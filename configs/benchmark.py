@@ -12,6 +12,7 @@ first), each in its own resumable sub-workdir:
   python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark \
       --config.benchmark.rows='("teacher","none","unlabeled/lix")' --config.benchmark.seeds='(0,)'
   python -m lix_jax.main --config=configs/benchmark.py:long --workdir=workdirs/benchmark_long
+  python -m lix_jax.main --config=configs/benchmark.py:converged --workdir=workdirs/benchmark_converged
 
 On this 2-core CPU machine: teacher ~4 min, CE student ~1.5 min, distillation with unlabelled
 frames ~4.5 min, on labelled images only ~2.5 min; all rows x 3 seeds about 4.5 hours.
@@ -47,10 +48,18 @@ LONG = ("teacher", "none", "unlabeled/none_all_labeled", "unlabeled/cwd",
         "unlabeled/dkd", "unlabeled/lix")
 LONG_STUDENT_STEPS = 2000
 
+# `converged`: the `long` students distilled from a 4 000-step teacher (test 81.1 for seed 0, against
+# 72.6 at 1 000 steps), so that the teacher–student gap is the modality's, not the schedule's. Its
+# own workdir too; the teachers train in it (~16 min each on 2 cores).
+CONVERGED = ("teacher", "none", "unlabeled/lix_balanced_sym_kappa4_cka", "unlabeled/cwd",
+             "unlabeled/kd", "unlabeled/lix")
+CONVERGED_TEACHER_STEPS = 4000
+
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
   presets = {"": HEADLINE + LABELED + ABLATIONS, "headline": HEADLINE, "labeled": HEADLINE[:2] + LABELED,
-             "ablations": HEADLINE[:2] + ABLATIONS, "long": LONG}
+             "ablations": HEADLINE[:2] + ABLATIONS, "long": LONG,
+             "converged": CONVERGED}
   if preset not in presets:
     raise KeyError(f"Unknown preset {preset!r} for configs/benchmark.py. Available presets are: "
                    f"{sorted(p for p in presets if p)} (or none: every row)")
@@ -63,7 +72,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.benchmark.rows = presets[preset]
   c.benchmark.seeds = (0, 1, 2)
-  if preset == "long":
+  if preset in ("long", "converged"):
     c.train.num_steps = c.train.eval_every = LONG_STUDENT_STEPS
     c.train.ckpt_every = 500
+  if preset == "converged":
+    c.pipeline.teacher_num_steps = CONVERGED_TEACHER_STEPS
   return c

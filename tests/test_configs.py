@@ -30,7 +30,7 @@ def _configs():
   for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
     module = _load(path)
     presets = {"synthetic.py": ("", "tiny", "labeled"), "benchmark.py": ("", "headline", "labeled",
-               "ablations", "long")}.get(os.path.basename(path), (None,))
+               "ablations", "long", "converged")}.get(os.path.basename(path), (None,))
     for preset in presets:
       name = f"{os.path.basename(path)}:{preset}" if preset is not None else os.path.basename(path)
       out.append(pytest.param(module, preset, id=name))
