@@ -10,6 +10,9 @@ weight λ_L (best of the labelled-only round 2) and the feature weight λ_F:
       --config.distill.teacher_workdir=workdirs/teacher_4000_seed0 \
       --config.distill.controller=balanced_sym --config.distill.kappa=4.0 \
       --config.distill.lambda_kr=0.0
+
+Validation mIoU: lambda_l2 73.50, lambda_f2 73.82 (base 73.81): flat in λ_F, worse with more logit
+weight; the base stays.
 """
 
 
