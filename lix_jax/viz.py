@@ -375,8 +375,10 @@ def training_curves(metrics_jsonl_path: str | os.PathLike | Mapping[str, str | o
   return _maybe_save(_render(fig), path)
 
 
-# From this many rows on, `results_bar_chart` draws horizontal bars, so long labels stay readable.
+# From this many rows on, or with a label longer than fits under a vertical bar, `results_bar_chart`
+# draws horizontal bars, so every label reads in full.
 HORIZONTAL_BARS_FROM = 12
+VERTICAL_LABEL_MAX_CHARS = 16
 
 
 def _horizontal_bars(labels, values, errors, colors, metric, title):
@@ -423,7 +425,7 @@ def results_bar_chart(rows: Sequence[Mapping[str, Any]], *, metric: str = "miou"
   errors = {"": [100.0 * float(r.get("std", 0.0)) for r in rows]} if has_std else None
   # The teacher is a reference, not a competitor: grey.
   colors = ["0.6" if "teacher" in str(r.get("method")).split(":") else "C0" for r in rows]
-  if len(rows) >= HORIZONTAL_BARS_FROM:
+  if len(rows) >= HORIZONTAL_BARS_FROM or max(map(len, labels)) > VERTICAL_LABEL_MAX_CHARS:
     return _maybe_save(_horizontal_bars(labels, values, errors and errors[""], colors, metric,
                                         title), path)
   fig = _figure(max(4.5, 1.2 + 0.85 * len(rows)), 3.6)

@@ -122,3 +122,8 @@ def test_figures_render(tmp_path):
   tall, taller = viz.results_bar_chart(many[:-8]), viz.results_bar_chart(many)
   _check_picture(taller)
   assert tall.shape[1] == taller.shape[1] and taller.shape[0] > tall.shape[0] > tall.shape[1] / 3
+  # So does a short table with a label too long to sit under a vertical bar; short labels do not.
+  short = viz.results_bar_chart(rows)
+  assert short.shape[0] > short.shape[1] / 2
+  long_label = viz.results_bar_chart(rows + [dict(many[1], label="x" * (viz.VERTICAL_LABEL_MAX_CHARS + 1))])
+  assert long_label.shape[0] < long_label.shape[1] / 2
