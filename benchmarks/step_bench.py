@@ -124,21 +124,6 @@ def take(batch, n_lab, n_unl):
   return out
 
 
-def median_ms(fn, warmup, iters):
-  """(first call s = compile + run, median ms of `iters` calls after `warmup` more)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - t0
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(iters):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return first, 1e3 * statistics.median(times)
-
-
 class Stepper:
   """Calls a donating `step(state, batch, *extra)` repeatedly, keeping the newest state."""
 
@@ -366,8 +351,10 @@ def scaling(b: Bench, one, batch, per_lab, per_unl, warmup, iters, check):
       continue
     dp = one if n == 1 else sharding.DataParallel(sharding.make_mesh(cpus[:n]))
     gb = take(batch, n * per_lab, n * per_unl)
-    stepper = b.distill_stepper(dp, gb)
-    first, ms = median_ms(stepper, warmup, iters)
+    timer = Rounds(warmup)
+    timer.add(n, b.distill_stepper(dp, gb), n * (per_lab + per_unl))
+    timer.run(iters)
+    ms = timer.median(n)
     # The loss is that of the step's input state (the first call); rerun from the initial state.
     loss_n = float(dp.fetch(b.distill_stepper(dp, gb)()[1])["loss"])
     agree = "(reference)"
@@ -423,11 +410,11 @@ def main():
   table(("entry", "images", "median ms", "images/s", "first call s"), timer.rows())
   ratio_rows = []
   for u in sorted({0, n_unl}):
-    n = n_lab + u
-    lix = f"LIX step B={n_lab}" + (f"+U={u}" if u else "")
+    n, batch_name = n_lab + u, f"B={n_lab}" + (f"+U={u}" if u else "")
+    lix = f"LIX step {batch_name}"
     floor = [f"teacher fwd (eval) B={n}", f"student fwd+bwd (supervised_step) B={n}"]
     ratio, low, high = per_round([timer.ms[lix]], [timer.ms[f] for f in floor])
-    ratio_rows.append((f"B={n_lab}" + (f"+U={u}" if u else ""), f"{timer.median(lix):.1f}",
+    ratio_rows.append((batch_name, f"{timer.median(lix):.1f}",
                        f"{sum(timer.median(f) for f in floor):.1f}",
                        f"{ratio:.2f} [{low:.2f}-{high:.2f}] {'ok' if ratio <= 1.25 else 'MISSED'}",
                        "-"))
