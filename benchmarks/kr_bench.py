@@ -36,6 +36,45 @@ def median_ms(fn, args, iters: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
+def _xla_kr(q, k, km, *, sigma, block_size):
+  return kernels.kernel_regression(q, k, k, sigma=sigma, block_size=block_size, key_mask=km)
+
+
+def _fused_kr(q, k, km, *, sigma, block_q, block_k, num_warps):
+  return kr_fused.kernel_regression_fused(q, k, k, sigma=sigma, block_q=block_q, block_k=block_k,
+                                          num_warps=num_warps, key_mask=km)
+
+
+def build_cases(c: int, sigma: float, xla_blocks, pallas_blocks, num_warps):
+  """`(label, fn)` rows; `fn(q, k, mask)` on `[B, n, C]`, `[B, m, C]`, `[B, m]`.
+
+  Each `fn` binds its block sizes when it is made (`functools.partial`): a lambda closing over the
+  loop variable would run every "xla block=..." row at the last block size, as this script did
+  before (its GPU logs of session 5 carry a note).
+  """
+  cases = []
+  for blk in xla_blocks:
+    kr = functools.partial(_xla_kr, sigma=sigma, block_size=blk)
+    cases.append((f"xla block={blk}", jax.jit(jax.vmap(kr))))
+  warps = num_warps if jax.default_backend() == "gpu" else [4]
+  auto = [(None, None, None)]  # kr_fused.device_blocks, the configuration the step uses
+  for bq, bk, nw in auto + list(itertools.product(pallas_blocks, pallas_blocks, warps)):
+    if bq is None:
+      label = "pallas default (bq={} bk={} warps={})".format(*kr_fused.device_blocks(c, c))
+    else:
+      label = f"pallas bq={bq} bk={bk} warps={nw}"
+    fused = functools.partial(_fused_kr, sigma=sigma, block_q=bq, block_k=bk, num_warps=nw)
+    cases.append((label, jax.jit(fused)))
+  return cases
+
+
+def make_inputs(b: int, n: int, m: int, c: int, dtype):
+  rng = np.random.default_rng(0)
+  q, k = (jnp.asarray(rng.normal(size=(b, s, c)), dtype) for s in (n, m))
+  mask = jnp.asarray(rng.random((b, m)) > 0.1)
+  return q, k, mask
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--shape", type=int, nargs=4, default=[32, 12288, 3072, 32],
@@ -51,26 +90,8 @@ def main() -> None:
   b, n, m, c = args.shape
   print(f"# backend {jax.default_backend()}, {jax.devices()[0].device_kind}; B={b} queries={n} "
         f"keys={m} C={c} sigma={args.sigma} dtype={args.dtype}")
-  rng = np.random.default_rng(0)
-  dtype = jnp.dtype(args.dtype)
-  q, k = (jnp.asarray(rng.normal(size=(b, s, c)), dtype) for s in (n, m))
-  mask = jnp.asarray(rng.random((b, m)) > 0.1)
-
-  cases = []
-  for blk in args.xla_blocks:
-    kr = functools.partial(kernels.kernel_regression, sigma=args.sigma, block_size=blk)
-    cases.append((f"xla block={blk}", jax.jit(jax.vmap(lambda q, k, km: kr(q, k, k, key_mask=km)))))
-  warps = args.num_warps if jax.default_backend() == "gpu" else [4]
-  auto = [(None, None, None)]  # kr_fused.device_blocks, the configuration the step uses
-  for bq, bk, nw in auto + list(itertools.product(args.pallas_blocks, args.pallas_blocks, warps)):
-    if bq is None:
-      label = "pallas default (bq={} bk={} warps={})".format(*kr_fused.device_blocks(c, c))
-    else:
-      label = f"pallas bq={bq} bk={bk} warps={nw}"
-    fused = functools.partial(kr_fused.kernel_regression_fused, sigma=args.sigma, block_q=bq,
-                              block_k=bk, num_warps=nw)
-    cases.append((label,
-                  jax.jit(lambda q, k, km, f=fused: f(q, k, k, key_mask=km))))
+  q, k, mask = make_inputs(b, n, m, c, jnp.dtype(args.dtype))
+  cases = build_cases(c, args.sigma, args.xla_blocks, args.pallas_blocks, args.num_warps)
 
   print("| implementation | first call ms | median ms | max abs diff vs first row |")
   print("|---|---|---|---|")

@@ -42,7 +42,6 @@ import argparse  # noqa: E402
 import ast  # noqa: E402
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
-import math  # noqa: E402
 import pathlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -63,6 +62,7 @@ from lix_jax.data import pipeline  # noqa: E402
 from lix_jax.losses import feature  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
 from lix_jax.train import sharding, state as state_lib, steps  # noqa: E402
+from benchmarks.rounds import Rounds  # noqa: E402
 
 X_CHANNELS = {"depth": 1, "disparity": 1, "normal": 3}
 
@@ -88,21 +88,9 @@ def parse_sets(items: list[str]) -> dict:
   return overrides
 
 
-def random_variables(model, hw, seed):
+def random_variables(model, hw, seed=0):
   """`model.init`'s shapes with random values (He-normal kernels); no init compile."""
-  variables, _ = networks.abstract_init(model, hw)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      std = math.sqrt(2 / math.prod(leaf.shape[:-1]))
-      return np.asarray(rng.normal(size=leaf.shape) * std, np.float32)
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, np.float32)
-    return np.zeros(leaf.shape, np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, variables)
+  return networks.random_variables(model, hw, seed)
 
 
 def make_batch(n_lab, n_unl, hw, cx, num_classes, seed=0):
@@ -189,64 +177,35 @@ def table(header, rows):
   print()
 
 
-class Rounds:
-  """Times registered entries in interleaved rounds: each round calls every entry once.
-
-  On a shared machine the load drifts over a run; timing entries one after another lets the drift
-  land on one entry and skew the ratios between them, while rounds spread it over all entries.
-  """
-
-  def __init__(self, warmup: int):
-    self.warmup = warmup
-    self.fns, self.images, self.first, self.ms = {}, {}, {}, {}
-
-  def add(self, name, fn, images):
-    """Compiles and warms up `fn` (the first call's seconds are kept) and queues it."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    self.first[name] = time.perf_counter() - t0
-    for _ in range(self.warmup):
-      jax.block_until_ready(fn())
-    self.fns[name], self.images[name], self.ms[name] = fn, images, []
-
-  def run(self, rounds: int):
-    for _ in range(rounds):
-      for name, fn in self.fns.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        self.ms[name].append(1e3 * (time.perf_counter() - t0))
-
-  def median(self, name) -> float:
-    return statistics.median(self.ms[name])
-
-  def rows(self):
-    return [(name, self.images[name], f"{self.median(name):.1f}",
-             f"{1e3 * self.images[name] / self.median(name):.0f}", f"{self.first[name]:.1f}")
-            for name in self.fns]
-
-
 def per_round(numerator, denominator):
   """Median and (min, max) over rounds of sum(numerator ms) / sum(denominator ms)."""
   values = [sum(n) / sum(d) for n, d in zip(zip(*numerator), zip(*denominator))]
   return statistics.median(values), min(values), max(values)
 
 
-def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_block):
-  """The component entries of one run, timed in `iters` interleaved rounds."""
+def component_entries(b: Bench, dp, batch, n_lab, n_unl, diag_kr_block):
+  """The component entries of one run: `(name, fn, images)` with `fn()` the timed call.
+
+  Every `fn` binds its inputs when it is made (`functools.partial` or a `Stepper`), never through
+  a closure over a loop variable: entries are called only after all of them are built, so a
+  late-binding lambda would time every "B=16" entry at the last batch size of the loop.
+  """
   cfg = b.distill_cfg
-  timer = Rounds(warmup)
-  record = timer.add
+  entries = []
+
+  def record(name, fn, images):
+    entries.append((name, fn, images))
 
   teacher_fwd = jax.jit(lambda v, i, x: b.teacher.apply(v, i, x, train=False))
   t_vars = jax.device_put(b.t_vars, dp.mesh.devices.flat[0])
   sup = dp.wrap(functools.partial(steps.supervised_step, model=b.student, uses_x=False,
                                   axis_name=sharding.AXIS))
+  both = {"image": np.concatenate([batch["image"], batch.get("unlabeled_image", batch["image"])]),
+          "x": np.concatenate([batch["x"], batch.get("unlabeled_x", batch["x"])])}
   for n in sorted({n_lab, n_lab + n_unl}):
-    both = {"image": np.concatenate([batch["image"], batch.get("unlabeled_image", batch["image"])]),
-            "x": np.concatenate([batch["x"], batch.get("unlabeled_x", batch["x"])])}
     img, x = jnp.asarray(both["image"][:n]), jnp.asarray(both["x"][:n])
-    record(f"teacher fwd (eval) B={n}", lambda: teacher_fwd(t_vars, img, x), n)
-    labels = np.concatenate([batch["label"], batch["label"]])[:n]
+    record(f"teacher fwd (eval) B={n}", functools.partial(teacher_fwd, t_vars, img, x), n)
+    labels = np.concatenate([batch["label"]] * -(-n // n_lab))[:n]  # U may exceed B
     stepper = Stepper(sup, dp, b.student_state, {"image": both["image"][:n], "label": labels})
     record(f"student fwd+bwd (supervised_step) B={n}", stepper, n)
   record(f"LIX step B={n_lab}", b.distill_stepper(dp, take(batch, n_lab, 0)), n_lab)
@@ -258,7 +217,7 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_
   shape = (n_lab, *b.hw, b.num_classes)
   s_l, t_l = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2))
   s_u, t_u = (jnp.asarray(rng.normal(size=(n_unl, *shape[1:])), jnp.float32) for _ in range(2))
-  labels = jnp.asarray(batch["label"])
+  labels = jnp.asarray(batch["label"][:n_lab])
   dwld = losses.LOGIT_LOSSES["dwld"]
 
   # Teacher logits and labels are arguments, not closed-over constants (XLA would fold them).
@@ -270,7 +229,7 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_
     return loss
 
   dwld_grad = jax.jit(jax.value_and_grad(dwld_loss, argnums=(0, 1)))
-  record("DWLD + grad (step's logits)", lambda: dwld_grad(s_l, s_u, t_l, t_u, labels),
+  record("DWLD + grad (step's logits)", functools.partial(dwld_grad, s_l, s_u, t_l, t_u, labels),
          n_lab + n_unl)
 
   # ARFD alone: feature loss + grad on adapted taps of the step's shapes (all B + U images).
@@ -280,7 +239,8 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_
   t_feats = {t: jnp.asarray(rng.normal(size=t_taps[t].shape), jnp.float32) for t in taps}
   arfd_grad = jax.jit(jax.value_and_grad(
       lambda a, t: losses.feature_distill_loss("arfd", a, t, cfg=cfg, axis_name=None)[0]))
-  record("ARFD + grad (step's taps)", lambda: arfd_grad(a_feats, t_feats), n_lab + n_unl)
+  record("ARFD + grad (step's taps)", functools.partial(arfd_grad, a_feats, t_feats),
+         n_lab + n_unl)
   # Diagnostic: the same ARFD with another kernel-regression block (256: cache-sized on CPU;
   # on a GPU a few large blocks beat many small sequential ones).
   kw = {k: cfg[k] for k in ("sigma", "mix", "lambda_kr", "lambda_cka", "kernel", "stride",
@@ -289,8 +249,16 @@ def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_
   arfd_diag = jax.jit(jax.value_and_grad(lambda a, t: sum(
       w * feature.arfd_loss(a[k], t[k], block_size=diag_kr_block, **kw)[0]
       for k, w in zip(taps, weights))))
-  record(f"ARFD + grad, KR block_size={diag_kr_block} (diagnostic)", lambda: arfd_diag(a_feats, t_feats),
-         n_lab + n_unl)
+  record(f"ARFD + grad, KR block_size={diag_kr_block} (diagnostic)",
+         functools.partial(arfd_diag, a_feats, t_feats), n_lab + n_unl)
+  return entries
+
+
+def component_timings(b: Bench, dp, batch, n_lab, n_unl, warmup, iters, diag_kr_block):
+  """The component entries of one run, timed in `iters` interleaved rounds."""
+  timer = Rounds(warmup)
+  for name, fn, images in component_entries(b, dp, batch, n_lab, n_unl, diag_kr_block):
+    timer.add(name, fn, images)
   timer.run(iters)
   return timer
 
@@ -309,11 +277,13 @@ def loop_throughput(b: Bench, dp, n_lab, n_unl, num_steps, warmup):
                                                            seed=1, **common))
     build_s = time.perf_counter() - t0
 
-    def next_batch():
-      batch = {k: v for k, v in next(iters["train"]).items() if k in ("image", "x", "label")}
+    def next_batch():  # What loop.next_batch hands the step, padding masks included.
+      batch = {k: v for k, v in next(iters["train"]).items()
+               if k in ("image", "x", "label", "valid")}
       if n_unl:
         u = next(iters["unlabeled"])
         batch["unlabeled_image"], batch["unlabeled_x"] = u["image"], u["x"]
+        batch["unlabeled_valid"] = u["valid"]
       return batch
 
     step = b.distill_fn(dp)
@@ -399,6 +369,8 @@ def main():
         f"x{config.teacher.width} ({config.teacher.fusion}), student {config.student.backbone} "
         f"x{config.student.width}, {b.hw[0]}x{b.hw[1]}, K={b.num_classes}, B={n_lab}, U={n_unl}, "
         f"taps {list(config.distill.taps)}, kernel {config.distill.kernel}, "
+        f"controller {config.distill.controller} (kappa {config.distill.kappa}), "
+        f"lambda_kr {config.distill.lambda_kr}, lambda_cka {config.distill.lambda_cka}, "
         f"KR block {config.distill.kr_block_size}, data threads {config.data.num_threads} / "
         f"workers {config.data.num_workers}, "
         f"{iters} interleaved rounds after {warmup} warm-up calls\n")
@@ -406,7 +378,8 @@ def main():
   batch = make_batch(n_lab, n_unl, b.hw, b.cx, b.num_classes)
 
   timer = component_timings(b, dp, batch, n_lab, n_unl, warmup, iters, args.diag_kr_block)
-  print(f"### Components (1 device, median of {iters} interleaved rounds)\n")
+  print(f"### Components (1 device, median of {iters} interleaved rounds; "
+        f"load avg {os.getloadavg()[0]:.1f} at the end)\n")
   table(("entry", "images", "median ms", "images/s", "first call s"), timer.rows())
   ratio_rows = []
   for u in sorted({0, n_unl}):

@@ -1,10 +1,17 @@
 r"""LIX on Cityscapes (depth from the official disparity maps and camera files).
 
   python -m lix_jax.main --config=configs/cityscapes.py --workdir=workdirs/cityscapes \
-      --config.data.root=/path/to/cityscapes   # holds leftImg8bit/, gtFine/, disparity/, camera/
+      --config.data.root=/path/to/cityscapes \
+      --config.teacher.pretrained=workdirs/weights/resnet50.a1_in1k/model.safetensors \
+      --config.student.pretrained=workdirs/weights/resnet18.a1_in1k/model.safetensors
+
+`data.root` holds leftImg8bit/, gtFine/, disparity/, camera/.
 
 With `train_extra` present, `--config.distill.unlabeled_split=unlabeled` distils on its frames too.
 Cityscapes' test labels are withheld, so results are reported on `validation`.
+
+The two `pretrained` overrides start from ImageNet (as the paper does; download the weights as in
+`lix_jax/config_real.py`'s docstring); without them the encoders train from scratch.
 """
 from lix_jax.config_real import real_config
 

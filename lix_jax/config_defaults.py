@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.max_bad_steps = 10  # Consecutive non-finite steps before the run stops.
   c.train.progress = True
+  # Start over in a workdir that holds a run: its checkpoints/ and metrics.jsonl are moved to
+  # <workdir>/previous_<time>/ (never deleted). Without it a changed config stops the run (exit 2).
+  c.train.restart = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"
@@ -56,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.stem = "deep"
   c.teacher.decoder_channels = 32
   c.teacher.dtype = "float32"
+  # ImageNet weights (.safetensors / .pth of a timm or torchvision ResNet; lix_jax.models.pretrained)
+  # for the RGB and X encoders; "" = from scratch.
+  c.teacher.pretrained = ""
 
   c.student = ml_collections.ConfigDict()
   c.student.backbone = "resnet18"
@@ -63,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.student.stem = "deep"
   c.student.decoder_channels = 32
   c.student.dtype = "float32"
+  c.student.pretrained = ""  # As teacher.pretrained, for the student's encoder.
 
   c.distill = ml_collections.ConfigDict()
   c.distill.method = "lix"
@@ -73,12 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.beta = 1.0  # DESIGN §2.6: beta <= 1 (a large beta competes with CE).
   c.distill.temperature = 1.0
   # fixed | dynamic | trust | balanced | balanced_sym (the last two lix_jax's own)
-  c.distill.controller = "dynamic"
+  # DESIGN §2.3 default: balanced_sym, κ = 4, γ = 1 (best on validation and test, 3 seeds).
+  c.distill.controller = "balanced_sym"
   c.distill.kappa = 4.0
   c.distill.class_balance = 1.0  # balanced(_sym) controllers: weights times n_class^-class_balance.
   c.distill.sigma = 1.0
   c.distill.mix = 0.5
-  c.distill.lambda_kr = 1.0
+  c.distill.lambda_kr = 0.0  # DESIGN §2.4: kernel regression one flag away (=1).
   c.distill.lambda_cka = 1.0
   c.distill.kernel = "linear"
   c.distill.stride = 2  # Kernel-regression keys: every 2nd pixel per axis (4x fewer keys).
@@ -115,11 +123,14 @@ def base_config() -> ml_collections.ConfigDict:
   # mode=eval / mode=predict: which run of --workdir to load.
   c.eval = ml_collections.ConfigDict()
   c.eval.role = "distill"  # teacher | student | distill (a distilled student)
-  c.eval.split = "test"
+  c.eval.split = ""  # "" = data.test_split (KITTI semantics: "validation"; it has no test labels).
   c.predict = ml_collections.ConfigDict()
   c.predict.input_dir = ""  # A folder of RGB images (*.png, *.jpg); teachers also read <stem>_depth.png.
   c.predict.output_dir = ""  # Default: <workdir>/predictions.
   c.predict.intrinsics = (0.0, 0.0, 0.0, 0.0)  # fx, fy, cx, cy: teachers with disparity / normal X.
   c.predict.baseline = 0.54
+  # An exported artifact (<workdir>/export/student.jaxexport, lix_jax/export.py): predict from it
+  # with jax, numpy and Pillow only (no flax, no lix_jax.models); "" = the workdir's checkpoint.
+  c.predict.exported = ""
 
   return c

@@ -1,9 +1,27 @@
-"""Shared settings of the real-dataset configs (`configs/{kitti_semantics,vkitti2,cityscapes,nuimages}.py`).
+r"""Shared settings of the real-dataset configs (`configs/{kitti_semantics,vkitti2,cityscapes,nuimages}.py`).
 
 Paper-sized models (a ResNet-50 duplex-encoder teacher, a ResNet-18 student, both width 1.0 with
 the ImageNet stem), SGD with momentum and a poly schedule, as is usual for driving-scene
 segmentation. Data come from the user's local copy (`--config.data.root`, TFDS `manual_dir`);
 nothing is downloaded.
+
+ImageNet weights (DESIGN §4; the paper's runs start from them): `teacher.pretrained` and
+`student.pretrained` stay "" (from scratch) by default, because a default path that does not exist
+would break every run. Download timm's ResNets once, on a machine with internet:
+
+  huggingface-cli download timm/resnet50.a1_in1k model.safetensors \
+      --local-dir workdirs/weights/resnet50.a1_in1k
+  huggingface-cli download timm/resnet18.a1_in1k model.safetensors \
+      --local-dir workdirs/weights/resnet18.a1_in1k
+
+(or `python -c "import timm, safetensors.torch as st; st.save_file(timm.create_model(
+'resnet50.a1_in1k', pretrained=True).state_dict(), 'resnet50.a1_in1k.safetensors')"`), then add
+
+  --config.teacher.pretrained=workdirs/weights/resnet50.a1_in1k/model.safetensors \
+  --config.student.pretrained=workdirs/weights/resnet18.a1_in1k/model.safetensors
+
+to the command of a config. The teacher's X encoder starts from the same weights (first conv: the
+RGB kernel's mean over its input channels); a path that does not exist stops the run with the key.
 """
 from __future__ import annotations
 
@@ -38,6 +56,7 @@ def real_config(name: str, *, crop_hw: tuple[int, int], num_steps: int,
     model.width = 1.0
     model.stem = "imagenet"
     model.decoder_channels = 128
+    model.pretrained = ""  # ImageNet weights: a local file, see the module docstring.
   c.pipeline.teacher_num_steps = num_steps
   c.pipeline.methods = ("none", "kd", "dkd", "cwd", "lix")
   c.distill.unlabeled_split = ""  # The paper's regime: labelled images only.

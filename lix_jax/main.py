@@ -5,7 +5,8 @@ r"""lix_jax command line: one entry point, modes chosen by `--config.mode`.
 
 Modes: train_teacher, train_student, distill (needs --config.distill.teacher_workdir), eval,
 predict (a folder of images -> colourised PNGs), pipeline (teacher -> students -> results),
-benchmark (rows x seeds -> benchmark.csv; configs/benchmark.py).
+benchmark (rows x seeds -> benchmark.csv; configs/benchmark.py). `--sweep=configs/sweeps/X.py`
+runs the config once per sweep entry (`--sweep_index=N`: one entry) and writes sweep.csv / .md.
 Bad input (data files, config keys and values) ends with one line naming what is wrong and exit
 status 2; a run stopped by non-finite losses (`train.max_bad_steps`) with one line naming the loss
 term and exit status 3; `--traceback` shows the full stack instead. SIGTERM/SIGINT finish the
@@ -25,22 +26,43 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of checkpoints, logs and outputs.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Raise errors instead of a one-line message.")
+_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/*.py): run --config once "
+                             "per entry, in <workdir>/<entry>, and collect sweep.csv / sweep.md.")
+_SWEEP_INDEX = flags.DEFINE_integer("sweep_index", None, "With --sweep: run only this entry "
+                                    "(0-based; a SLURM array task); collect with a run without it.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _exported_predict(config) -> bool:
+  """mode=predict from an exported artifact: jax, numpy and Pillow only (no flax, no trainer)."""
+  return config.mode == "predict" and bool(config.predict.get("exported"))
+
+
+def _overrides() -> frozenset[str]:
+  """The `--config.*` keys set on the command line (empty when the flags were not parsed)."""
+  try:
+    return frozenset(config_flags.get_override_values(flags.FLAGS["config"]))
+  except (KeyError, TypeError, flags.Error):
+    return frozenset()
 
 
 def _modes():
   # Imported here so that `--help` and config errors come before the heavy imports.
   from lix_jax.train import benchmark, experiment, loop
 
+  def from_run(config, workdir):
+    # eval / predict: the run's config.json supplies what the command line does not set.
+    return experiment.stored_run_config(config, workdir, _overrides())
+
   def predict(config, workdir):
     from lix_jax.train import predict as predict_lib
-    return predict_lib.predict_folder(config, workdir)
+    return predict_lib.predict_folder(from_run(config, workdir), workdir)
 
   return {
       "train_teacher": lambda c, w: loop.train(c, w, "teacher"),
       "train_student": lambda c, w: loop.train(c, w, "student"),
       "distill": lambda c, w: loop.train(c, w, "distill"),
-      "eval": lambda c, w: experiment.run_eval(c, w, c.eval.role, c.eval.split),
+      "eval": lambda c, w: experiment.run_eval(from_run(c, w), w, c.eval.role, c.eval.split),
       "predict": predict,
       "pipeline": experiment.run_pipeline,
       "benchmark": benchmark.run_benchmark,
@@ -59,15 +81,15 @@ def setup(config) -> None:
   """Once per process: quiet library logs, the compilation cache, multi-host initialisation."""
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
-
-  from lix_jax.train import sharding
   # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
   # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
   cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  sharding.initialize_distributed(config.parallel)
+  if not _exported_predict(config):
+    from lix_jax.train import sharding  # noqa: PLC0415  (the trainer: flax)
+    sharding.initialize_distributed(config.parallel)
   logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
 
@@ -76,6 +98,9 @@ def dispatch(config, workdir: str):
   """Runs `config.mode` in `workdir`; errors become one line and an exit status (see module doc)."""
   from lix_jax.train.reliability import NonFiniteError, Preempted
   try:
+    if _exported_predict(config):
+      from lix_jax.train import predict as predict_lib  # noqa: PLC0415  (jax, numpy, PIL only)
+      return predict_lib.predict_exported(config, os.path.abspath(workdir))
     modes = _modes()
     if config.mode not in modes:
       raise KeyError(f"Unknown mode {config.mode!r}. Available modes are: {sorted(modes)}")
@@ -105,11 +130,25 @@ def main(argv):
   except (ValueError, RuntimeError) as e:
     print(f"lix_jax: error: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(2)
+  if _SWEEP.value:
+    from lix_jax import sweep  # noqa: PLC0415
+    try:
+      sweep.run_sweep(config, _SWEEP.value, _WORKDIR.value, index=_SWEEP_INDEX.value,
+                      dispatch=dispatch)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+      if _TRACEBACK.value:
+        raise
+      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      print(f"lix_jax: error: {type(e).__name__}: {message}", file=sys.stderr)
+      sys.exit(2)
+    return
+  if _SWEEP_INDEX.value is not None:
+    raise app.UsageError("--sweep_index needs --sweep")
   result = dispatch(config, _WORKDIR.value)
   # train_* and distill return {"test": metrics, ...}; eval returns the metrics themselves.
   metrics = result.get("test") or (result if "miou" in result else None) if isinstance(result, dict) else None
   if metrics:
-    split = config.eval.split if config.mode == "eval" else "test"
+    split = (config.eval.split or config.data.test_split) if config.mode == "eval" else "test"
     print(f"{split} mIoU {100 * metrics['miou']:.2f} %  pixel acc {100 * metrics['pixel_acc']:.2f} %")
 
 

@@ -147,8 +147,38 @@ def _font(size: int):
     return ImageFont.load_default()
 
 
+def class_legend(class_names: Sequence[str], palette: np.ndarray | None = None
+                 ) -> list[tuple[str, tuple[int, int, int]]]:
+  """`(name, colour)` per class as `colorize` paints it (for `prediction_grid(legend=...)`)."""
+  lut = _lut(palette)
+  return [(str(name), tuple(int(v) for v in lut[i])) for i, name in enumerate(class_names)]
+
+
+def _legend_strip(legend: Sequence[tuple[str, Sequence[int]]], width: int, font_size: int):
+  """A white `[h, width, 3]` strip of colour swatches, each followed by its class name, wrapped
+  into as many lines as the width needs."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  font = _font(font_size)
+  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  box, pad, line_h = font_size, font_size // 2, font_size + 8
+  items, x, y = [], pad, pad
+  for name, colour in legend:
+    item_w = box + 4 + int(measure.textlength(name, font=font)) + 2 * pad
+    if x + item_w > width and x > pad:
+      x, y = pad, y + line_h
+    items.append((x, y, name, tuple(int(c) for c in colour)))
+    x += item_w
+  canvas = Image.new("RGB", (width, y + line_h + pad), (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
+  for x, y, name, colour in items:
+    draw.rectangle([x, y, x + box - 1, y + box - 1], fill=colour, outline=(0, 0, 0))
+    draw.text((x + box + 4, y + box / 2), name, fill=(0, 0, 0), font=font, anchor="lm")
+  return np.asarray(canvas)
+
+
 def prediction_grid(rows: Sequence[Mapping[str, np.ndarray]], columns: Sequence[str], *,
                     min_cell_width: int = 160, gap: int = 4,
+                    legend: Sequence[tuple[str, Sequence[int]]] | None = None,
                     path: str | os.PathLike | None = None) -> np.ndarray:
   """Tiles images into a grid with a title above each column.
 
@@ -160,6 +190,7 @@ def prediction_grid(rows: Sequence[Mapping[str, np.ndarray]], columns: Sequence[
     min_cell_width: small images are enlarged by an integer factor (nearest neighbour, so labels
       stay crisp) until at least this wide, so that titles fit.
     gap: white pixels between cells.
+    legend: `(class name, rgb colour)` pairs (`class_legend`), drawn as swatches under the grid.
     path: also write the grid there as a PNG.
 
   Returns:
@@ -207,7 +238,10 @@ def prediction_grid(rows: Sequence[Mapping[str, np.ndarray]], columns: Sequence[
       text = text[:-2] + "…"
     x = c * (cw + gap) + (cw - draw.textlength(text, font=font)) / 2
     draw.text((x, title_h / 2), text, fill=(0, 0, 0), font=font, anchor="lm")
-  return _maybe_save(np.asarray(canvas), path)
+  out = np.asarray(canvas)
+  if legend:
+    out = np.concatenate([out, _legend_strip(legend, out.shape[1], font_size)], axis=0)
+  return _maybe_save(out, path)
 
 
 # --------------------------------------------------------------------------------------------

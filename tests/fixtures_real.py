@@ -10,38 +10,21 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
+from lix_jax.data import rehearse
+from lix_jax.data.rehearse import write_jpg, write_png, write_text
 
 H, W = 24, 40
 
 # Cityscapes label ids that occur in label images (0..33).
 CS_IDS = np.arange(34)
 
-# Virtual KITTI 2 colors.txt (v2.0.3), in file order.
-VKITTI_COLORS = (
-    ("Terrain", (210, 0, 200)), ("Sky", (90, 200, 255)), ("Tree", (0, 199, 0)),
-    ("Vegetation", (90, 240, 0)), ("Building", (140, 140, 140)), ("Road", (100, 60, 100)),
-    ("GuardRail", (250, 100, 255)), ("TrafficSign", (255, 255, 0)), ("TrafficLight", (200, 200, 0)),
-    ("Pole", (255, 130, 0)), ("Misc", (80, 80, 80)), ("Truck", (160, 60, 60)),
-    ("Car", (255, 127, 80)), ("Van", (0, 139, 139)), ("Undefined", (0, 0, 0)),
-)
+# Virtual KITTI 2 colors.txt (v2.0.3), in file order (the expected train ids of each category are
+# written out independently in test_real_builders.py).
+VKITTI_COLORS = rehearse.VKITTI_COLORS
 
 
-def png(path: str, arr: np.ndarray) -> None:
-  """Writes uint8 [H,W] (8-bit grey), uint8 [H,W,3] (RGB) or uint16 [H,W] (16-bit grey) PNG."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(arr).save(path, format="PNG")
-
-
-def jpg(path: str, arr: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(arr).save(path, format="JPEG", quality=95)
-
-
-def text(path: str, content: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    f.write(content)
+# The file writers are the rehearsal's (`lix_jax.data.rehearse`): folders made, PNG / JPEG / text.
+png, jpg, text = write_png, write_jpg, write_text
 
 
 def png_bit_depth(path: str) -> int:

@@ -29,10 +29,13 @@ def recorder(monkeypatch):
 
   def train(config, workdir, role, *, num_steps=None):  # experiment.run_role's re-use stays real.
     calls.append((workdir, role, config))
-    result = {"test": _fake_metrics(workdir), "validation": _fake_metrics(workdir + "v")}
+    result = {"test": _fake_metrics(workdir), "validation": _fake_metrics(workdir + "v"),
+              "step": int(num_steps or config.train.num_steps)}
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(result, f)
+    with open(os.path.join(workdir, "config.json"), "w") as f:  # What a re-use is checked against.
+      json.dump(config.to_dict(), f, default=list)
     return result
 
   monkeypatch.setattr(loop, "train", train)
@@ -53,7 +56,7 @@ def _config(rows, seeds=(0, 1)):
 
 
 def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, recorder):
-  rows = ("teacher", "none", "unlabeled/kd", "labeled/kd", "unlabeled/lix_late",
+  rows = ("teacher", "none", "unlabeled/kd", "labeled/kd", "unlabeled/lix_dynamic_late",
           "unlabeled/none_equal_images", "unlabeled/dwld_trust", "unlabeled/lix_balanced",
           "unlabeled/lix_balanced_kappa2", "unlabeled/none_all_labeled")
   benchmark.run_benchmark(_config(rows), str(tmp_path))
@@ -75,8 +78,9 @@ def test_each_teacher_trains_once_per_seed_and_students_get_their_row(tmp_path, 
   assert kd_u.distill.unlabeled_split == "unlabeled" and kd_l.distill.unlabeled_split == ""
   assert kd_u.distill.teacher_workdir == os.path.join(str(tmp_path), "teachers/intermediate_depth_seed1")
   assert kd_u.seed == 1 and kd_u.train.num_steps == 5 and kd_u.distill.method == "kd"
-  late = trained["students/unlabeled/lix_late_depth_seed0"][1]
+  late = trained["students/unlabeled/lix_dynamic_late_depth_seed0"][1]
   assert late.distill.method == "lix" and late.teacher.fusion == "late"
+  assert late.distill.controller == "dynamic" and late.distill.lambda_kr == 1.0
   assert late.distill.teacher_workdir.endswith("teachers/late_depth_seed0")
   equal = trained["students/unlabeled/none_equal_images_intermediate_depth_seed0"]
   assert equal[0] == "student" and equal[1].train.batch_size == 2 * base_config().train.batch_size
@@ -177,3 +181,218 @@ def test_a_part_run_keeps_the_rows_of_earlier_parts(tmp_path, recorder):
   with open(tmp_path / "benchmark.csv", newline="") as f:
     keys = {(r["method"], r["regime"], r["seed"]) for r in csv.DictReader(f) if r["model"] == "student"}
   assert {("kd", "unlabeled", "0"), ("kd", "labeled", "1")} <= keys
+
+
+# The keys whose defaults DESIGN §2.3-2.4 names (and changed in Nov 2026), by the distillation
+# methods that read them (lix_jax/losses/registry.py).
+_DEFAULTED = {"dwld": ("controller", "kappa", "class_balance"), "arfd": ("lambda_kr",),
+              "kr_only": ("lambda_kr",),
+              "lix": ("controller", "kappa", "class_balance", "lambda_kr")}
+
+
+def _effective(distill) -> dict:
+  """The defaulted keys the row's loss actually computes with (`fixed` and `trust` ignore κ, only
+  the class-balanced controllers read γ)."""
+  keys = dict.fromkeys(_DEFAULTED.get(distill.method, ()))
+  if distill.controller in ("fixed", "trust"):
+    keys.pop("kappa", None)
+  if not distill.controller.startswith("balanced"):
+    keys.pop("class_balance", None)
+  return {k: distill[k] for k in keys} | {"lambda_l": distill.lambda_l, "lambda_f": distill.lambda_f}
+
+
+def test_every_row_but_lix_pins_the_config_its_results_were_run_with():
+  """A change of the defaults changes `lix` (the default config by definition) and no other row."""
+  shipped = base_config()
+  moved = base_config()
+  moved.distill.update(controller="fixed", kappa=7.0, class_balance=0.5, lambda_kr=3.0)
+  for name, row in benchmark.ROWS.items():
+    if row.model == "teacher":
+      continue
+    a = benchmark.student_config(shipped, row, 0, "t").distill
+    b = benchmark.student_config(moved, row, 0, "t").distill
+    if row.method == "lix":
+      assert _effective(a) != _effective(b), name
+    else:
+      assert _effective(a) == _effective(b), f"row {name} follows the defaults: pin them"
+  # What the committed results of the renamed rows were run with (results/README.md).
+  def distill(name):
+    return benchmark.student_config(shipped, benchmark.get_row(name), 0, "t").distill
+
+  for regime in ("unlabeled", "labeled"):
+    assert _effective(distill(f"{regime}/lix_dynamic")) == dict(
+        controller="dynamic", kappa=4.0, lambda_kr=1.0, lambda_l=1.0, lambda_f=1.0)
+  assert _effective(distill("unlabeled/lix_kr1")) == dict(
+      controller="balanced_sym", kappa=4.0, class_balance=1.0, lambda_kr=1.0, lambda_l=1.0,
+      lambda_f=1.0)
+  assert distill("labeled/lix_l2").lambda_l == 2.0
+
+
+def test_lix_is_the_default_config_the_renamed_sym_rows_ran_with():
+  """results/README.md: the `lix_balanced_sym_kappa4_cka` rows became `lix` because their pinned
+  config is the default. If the default moves, their results no longer describe `lix`."""
+  default = base_config().distill
+  assert {k.split(".")[1]: v for k, v in benchmark.DEFAULT_LIX} == {
+      k: default[k] for k in ("controller", "kappa", "class_balance", "lambda_kr")}
+  for regime in ("unlabeled", "labeled"):
+    lix = benchmark.ROWS[f"{regime}/lix"]
+    assert benchmark.get_row(f"{regime}/lix_balanced_sym_kappa4_cka") is lix
+    assert not benchmark.ROWS[f"{regime}/lix"].overrides
+  late = benchmark.run_dir("unlabeled/lix_late", 1)  # The former name of the dynamic late row.
+  assert late == "students/unlabeled/lix_dynamic_late_depth_seed1"
+
+
+def test_per_seed_table_is_lix_minus_each_row_per_seed():
+  def row(method, regime, seed, miou):
+    return dict(model="student", method=method, fusion="intermediate", x_modality="depth",
+                regime=regime, seed=seed, miou=miou, pixel_acc=0.9)
+
+  lix, cwd, none = [0.7332, 0.7376, 0.735], [0.7317, 0.7378], [0.70, 0.71, 0.72]
+  rows = ([row("lix", "unlabeled", s, v) for s, v in enumerate(lix)]
+          + [row("cwd", "unlabeled", s, v) for s, v in enumerate(cwd)]
+          + [row("none", g, s, v) for g in ("labeled", "unlabeled") for s, v in enumerate(none)]
+          + [row("kd", "labeled", 0, 0.9)])
+  md = benchmark.per_seed_markdown(rows, "unlabeled")
+  lines = md.splitlines()
+  assert lines[0] == "| seed | lix (%) | lix − none | lix − cwd |"
+  assert lines[2] == f"| 0 | 73.32 | {100 * (lix[0] - none[0]):+.2f} | +0.15 |"
+  assert lines[3] == "| 1 | 73.76 | +2.76 | -0.02 |"
+  assert lines[4] == "| 2 | 73.50 | +1.50 |  |"  # cwd has no seed 2
+  assert lines[5] == "| ahead on | | 3 of 3 | 1 of 2 |"
+  assert benchmark.per_seed_markdown(rows, "labeled") == ""  # no labelled-only LIX run
+
+
+def _readme() -> str:
+  with open(os.path.join(ROOT, "README.md")) as f:
+    return f.read()
+
+
+def test_readme_per_seed_tables_are_the_generated_ones():
+  rows = benchmark.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
+  readme = _readme()
+  for regime in ("unlabeled", "labeled"):
+    md = benchmark.per_seed_markdown(rows, regime)
+    if md:
+      assert f"<!-- converged per-seed {regime}: generated, do not edit -->\n{md}" in readme, (
+          f"README's per-seed table ({regime}) is stale or missing: paste `python -m "
+          f"lix_jax.train.benchmark results/benchmark_converged.csv --per-seed={regime}`")
+
+
+# Figures the README's prose quotes from the results files: {FILE:row[:field]} is
+# `benchmark.figure(rows of FILE, row, field)`; B, L, C = benchmark, benchmark_long,
+# benchmark_converged.csv, D = default_pipeline.csv. Whitespace (line breaks) does not count.
+_PROSE = (
+    "LIX reaches {B:unlabeled/lix_dynamic} and closes {B:unlabeled/lix_dynamic:gap} of the gap, "
+    "level with pseudo-labels ({B:unlabeled/pseudo_label})",
+    "on test over 3 seeds {B:unlabeled/lix_kappa1} ({B:unlabeled/lix_kappa1:gap} of the gap)",
+    "DWLD alone {B:unlabeled/dwld} against DKD {B:unlabeled/dkd:mean} and dynamic LIX "
+    "{B:unlabeled/lix_dynamic:mean}:",
+    "ARFD alone {B:unlabeled/arfd:mean}, KR only {B:unlabeled/kr_only:mean}, CKA only "
+    "{B:unlabeled/cka_only:mean}, FitNet {B:unlabeled/fitnet:mean}, all at or below the CE student "
+    "({B:none:mean})",
+    "trust (reliability only) {B:unlabeled/dwld_trust:mean}, dynamic {B:unlabeled/dwld:mean}, "
+    "κ = −2 (self-paced) {B:unlabeled/dwld_kappa-2:mean}",
+    "The normals teacher is the strongest ({B:teacher_normal}), yet LIX from it reaches only "
+    "{B:unlabeled/lix_dynamic_normal}; from the late-fusion teacher ({B:teacher_late}, level with "
+    "intermediate fusion) {B:unlabeled/lix_dynamic_late}",
+    "**κ = 2 {B:unlabeled/lix_balanced_kappa2}, {B:unlabeled/lix_balanced_kappa2:gap} of the gap**, "
+    "κ = 1 {B:unlabeled/lix_balanced} ({B:unlabeled/lix_balanced:gap}), against CWD {B:unlabeled/cwd} "
+    "({B:unlabeled/cwd:gap}); labelled-only (κ = 1) {B:labeled/lix_balanced}, "
+    "{B:labeled/lix_balanced:gap}, against CWD {B:labeled/cwd} ({B:labeled/cwd:gap}).",
+    "**{B:unlabeled/lix_balanced_kappa4} ({B:unlabeled/lix_balanced_kappa4:gap}) against CWD "
+    "{B:unlabeled/cwd} ({B:unlabeled/cwd:gap})** — seeds {B:unlabeled/lix_balanced_kappa4:seeds} "
+    "against {B:unlabeled/cwd:seeds}",
+    "{B:unlabeled/lix_balanced_kappa2_normal:mean} ± 0.2 from normals",
+    "**{B:unlabeled/lix_balanced_kappa4_cka} against CWD {B:unlabeled/cwd}** "
+    "({B:unlabeled/lix_balanced_kappa4_cka:mean2} vs {B:unlabeled/cwd:mean2}; seeds "
+    "{B:unlabeled/lix_balanced_kappa4_cka:seeds} against {B:unlabeled/cwd:seeds})",
+    "**with unlabelled frames: {B:unlabeled/lix} against CWD {B:unlabeled/cwd}**, "
+    "{B:unlabeled/lix:gap} of the gap. It is above KD ({B:unlabeled/kd:mean}), DKD "
+    "({B:unlabeled/dkd:mean}) and pseudo-labels ({B:unlabeled/pseudo_label:mean}), and per seed "
+    "{B:unlabeled/lix:seeds} against CWD's {B:unlabeled/cwd:seeds}.",
+    "**labelled only (the paper's regime): {B:labeled/lix} against CWD {B:labeled/cwd}**, "
+    "{B:labeled/lix:gap} of the gap (per seed {B:labeled/lix:seeds} against {B:labeled/cwd:seeds})",
+    "It recovers most of the large-class loss (building {B:unlabeled/lix:iou_building} vs "
+    "{B:unlabeled/cwd:iou_building}, vegetation {B:unlabeled/lix:iou_vegetation} vs "
+    "{B:unlabeled/cwd:iou_vegetation}, wall {B:unlabeled/lix:iou_wall} vs {B:unlabeled/cwd:iou_wall}) "
+    "and keeps the thin-class lead (pole {B:unlabeled/lix:iou_pole} vs {B:unlabeled/cwd:iou_pole}, "
+    "person {B:unlabeled/lix:iou_person} vs {B:unlabeled/cwd:iou_person});",
+    "ahead on pole ({B:unlabeled/lix_balanced_kappa4_cka:iou_pole} vs {B:unlabeled/cwd:iou_pole}) "
+    "and person ({B:unlabeled/lix_balanced_kappa4_cka:iou_person} vs {B:unlabeled/cwd:iou_person}), "
+    "behind on building ({B:unlabeled/lix_balanced_kappa4_cka:iou_building} vs "
+    "{B:unlabeled/cwd:iou_building}), sidewalk ({B:unlabeled/lix_balanced_kappa4_cka:iou_sidewalk} "
+    "vs {B:unlabeled/cwd:iou_sidewalk}) and vegetation "
+    "({B:unlabeled/lix_balanced_kappa4_cka:iou_vegetation} vs {B:unlabeled/cwd:iou_vegetation})",
+    "building {B:unlabeled/lix_balanced_kappa2:iou_building} vs {B:unlabeled/cwd:iou_building}, "
+    "wall {B:unlabeled/lix_balanced_kappa2:iou_wall} vs {B:unlabeled/cwd:iou_wall}, sidewalk "
+    "{B:unlabeled/lix_balanced_kappa2:iou_sidewalk} vs {B:unlabeled/cwd:iou_sidewalk}, vegetation "
+    "{B:unlabeled/lix_balanced_kappa2:iou_vegetation} vs {B:unlabeled/cwd:iou_vegetation}",
+    "(wall {C:unlabeled/lix:iou_wall}, pole {C:unlabeled/lix:iou_pole}, person "
+    "{C:unlabeled/lix:iou_person})",
+    "most on wall ({C:unlabeled/lix:iou_wall} vs {C:unlabeled/cwd:iou_wall}) and person "
+    "({C:unlabeled/lix:iou_person} vs {C:unlabeled/cwd:iou_person})",
+    "(IoU wall {C:teacher:iou_wall} vs {C:none:iou_wall}, pole {C:teacher:iou_pole} vs "
+    "{C:none:iou_pole}, person {C:teacher:iou_person} vs {C:none:iou_person})",
+    "**{B:labeled/lix_l2}, {B:labeled/lix_l2:gap} of the gap** (seeds {B:labeled/lix_l2:seeds}; "
+    "against {B:labeled/lix:seeds} with λ_L = 1)",
+    "it reaches {B:unlabeled/none_equal_images:mean}, above KD",
+    "**{B:unlabeled/none_all_labeled}, {B:unlabeled/none_all_labeled:gap} of the gap** (seeds "
+    "{B:unlabeled/none_all_labeled:seeds};",
+    "the gap ({B:labeled/cwd:gap}) without any unlabelled frame, balanced LIX "
+    "{B:labeled/lix_balanced:gap} (κ = 1) and {B:labeled/lix_balanced_kappa4:gap} (κ = 4, "
+    "{B:labeled/lix_balanced_kappa4} against CWD's {B:labeled/cwd};",
+    "beats CWD but closes {B:labeled/lix:gap}.",
+    "The CE student alone reaches **{L:none:mean}**",
+    "At this length no distillation beats CE alone: CWD {L:unlabeled/cwd:mean}, LIX (default "
+    "config) {L:unlabeled/lix:mean}.",
+    "Every frame labelled (perfect pseudo-labels) reaches {L:unlabeled/none_all_labeled:mean}",
+    "The 4 000-step teachers reach **{C:teacher}** ({L:teacher:mean} at 1 000 steps)",
+    "Against the 2 000-step CE student ({C:none}) the gap",
+    "**{C:unlabeled/lix} ({C:unlabeled/lix:gap} of the gap)** over 3 seeds",
+    "CWD {C:unlabeled/cwd} ({C:unlabeled/cwd:gap}): LIX is ahead on each of the 3 seeds",
+    "KD {C:unlabeled/kd:mean}, DKD {C:unlabeled/dkd:mean} and LIX's first formulation (dynamic DWC) "
+    "{C:unlabeled/lix_dynamic:mean} (seed 0).",
+    "**Why {C:unlabeled/lix:gap} and not 40 %",
+    "LIX with the default config closes {C:unlabeled/lix:gap} of it",
+    "gives test mIoU: teacher {D:teacher:mean}, CE student {D:none:mean}, KD {D:unlabeled/kd:mean}, "
+    "pseudo-labels {D:unlabeled/pseudo_label:mean} and LIX {D:unlabeled/lix:mean} — "
+    "{D:unlabeled/lix:gap} of the gap, against {D:unlabeled/kd:gap} for KD and "
+    "{D:unlabeled/pseudo_label:gap} for pseudo-labels",
+)
+
+
+def test_readme_prose_quotes_the_results_files():
+  files = {"B": "benchmark.csv", "L": "benchmark_long.csv", "C": "benchmark_converged.csv",
+           "D": "default_pipeline.csv"}
+  rows = {k: benchmark.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
+  readme = " ".join(_readme().split())
+  for template in _PROSE:
+    text = re.sub(r"\{([BLCD]):([\w/.-]+)(?::(\w+))?\}",
+                  lambda m: benchmark.figure(rows[m[1]], m[2], m[3] or ""), template)
+    assert " ".join(text.split()) in readme, f"README prose does not quote the results: {text!r}"
+
+
+def test_merge_appends_only_the_runs_the_results_file_lacks(tmp_path):
+  columns = list(experiment.RESULT_COLUMNS) + ["iou_road"]
+
+  def write(path, rows):
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\r\n")
+      writer.writeheader()
+      writer.writerows(rows)
+
+  def row(model, method, regime, seed, miou):
+    return dict(model=model, method=method, fusion="intermediate", x_modality="depth",
+                regime=regime, seed=seed, miou=miou, pixel_acc=0.9, iou_road=0.5)
+
+  committed = [row("teacher", "-", "unlabeled", 0, 0.81), row("student", "lix", "unlabeled", 0, 0.73)]
+  write(tmp_path / "into.csv", committed)
+  new = [row("teacher", "-", "unlabeled", 0, 0.80),  # Re-trained: the committed row stays.
+         row("student", "lix", "labeled", 0, 0.70), row("student", "dkd", "unlabeled", 0, 0.72)]
+  write(tmp_path / "new.csv", new)
+  added = benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv"))
+  assert [(r["method"], r["regime"]) for r in added] == [("lix", "labeled"), ("dkd", "unlabeled")]
+  merged = benchmark.read_csv(str(tmp_path / "into.csv"))
+  assert [float(r["miou"]) for r in merged] == [0.81, 0.73, 0.70, 0.72]
+  assert b"\n\n" not in (tmp_path / "into.csv").read_bytes().replace(b"\r", b"")
+  assert benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv")) == []

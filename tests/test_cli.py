@@ -106,3 +106,54 @@ def test_predict_mode_writes_one_colourised_png_per_image(tiny_pipeline, tmp_pat
   assert written == ["a.png", "b.png"]
   picture = np.asarray(Image.open(out / "a.png"))
   assert picture.shape == (64, 96, 3) and picture.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_pipeline_with_a_changed_loss_weight_never_hands_back_the_old_student(tiny_pipeline):
+  """DESIGN §6 re-use rule: the teacher and the CE student (which do not read distill.*) are
+  re-used; the first distilled student's stored config differs, so the run stops naming the key."""
+  workdir, data_dir, _ = tiny_pipeline
+  before = (workdir / "results.csv").read_text()
+  proc = run_cli("--config=configs/synthetic.py:tiny", f"--workdir={workdir}",
+                 f"--config.data.data_dir={data_dir}", "--config.distill.lambda_f=2.0", check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("lix_jax: error:")]
+  assert len(errors) == 1 and "Traceback" not in proc.stderr
+  assert "ConfigMismatchError" in errors[0] and "distill.lambda_f: 1.0 -> 2.0" in errors[0]
+  assert str(workdir / "students" / "kd_seed0") in errors[0]
+  assert (workdir / "results.csv").read_text() == before
+
+
+SWEEP_FILE = '''
+def get_sweep():
+  return [{"name": "lr_small", "optim.learning_rate": 1e-3},
+          {"name": "lr_large", "optim.learning_rate": 4e-3}]
+'''
+
+
+@pytest.mark.slow
+def test_sweep_runs_one_index_then_collects_every_entry(tiny_pipeline, tmp_path):
+  _, data_dir, _ = tiny_pipeline
+  sweep_file = tmp_path / "lr.py"
+  sweep_file.write_text(SWEEP_FILE)
+  workdir = tmp_path / "sweep"
+  args = ("--config=configs/synthetic.py:tiny", f"--workdir={workdir}", f"--sweep={sweep_file}",
+          f"--config.data.data_dir={data_dir}", "--config.mode=train_student",
+          "--config.train.num_steps=2", "--config.train.eval_every=2")
+  run_cli(*args, "--sweep_index=1")  # One SLURM array task: entry 1 only, nothing collected.
+  assert sorted(os.listdir(workdir)) == ["lr_large"]
+  assert (workdir / "lr_large" / "final_metrics.json").exists()
+  proc = run_cli(*args)  # Runs what is missing (entry 0), re-uses entry 1, collects both.
+  assert sorted(os.listdir(workdir)) == ["lr_large", "lr_small", "sweep.csv", "sweep.md"]
+  with open(workdir / "sweep.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["name"] for r in rows] == ["lr_small", "lr_large"]
+  assert [float(r["optim.learning_rate"]) for r in rows] == [1e-3, 4e-3]
+  for r in rows:
+    final = json.loads((workdir / r["name"] / "final_metrics.json").read_text())
+    assert float(r["val_miou"]) == final["validation"]["miou"] and int(r["step"]) == 2
+    assert any(k.startswith("val_iou_") for k in r)
+  assert "| lr_small |" in (workdir / "sweep.md").read_text()
+  assert "lr_large: validation mIoU" in proc.stdout
+  bad = run_cli(*args, "--sweep_index=2", check=False)
+  assert bad.returncode == 2 and "--sweep_index=2" in bad.stderr and "2 entries" in bad.stderr

@@ -22,12 +22,12 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from lix_jax import models
-from lix_jax.train import sharding, state as state_lib, steps
+import fake_models
+
+from lix_jax.train import sharding, steps
 
 K = 5  # classes
 H, W = 8, 12
@@ -200,20 +200,8 @@ def _batch():
 
 @functools.lru_cache(maxsize=None)
 def _setup():
-  student, teacher = FakeStudent(), FakeTeacher()
-  image, x = jnp.zeros((1, H, W, 3)), jnp.zeros((1, H, W, 1))
-  t_vars = teacher.init(jax.random.key(1), image, x)
-  s_vars = student.init(jax.random.key(2), image)
-  (_, s_taps), (_, t_taps) = student.apply(s_vars, image), teacher.apply(t_vars, image, x)
-  adapters = models.Adapters(out_channels={tap: t_taps[tap].shape[-1] for tap in TAPS})
-  a_params = adapters.init(jax.random.key(3), {tap: s_taps[tap] for tap in TAPS})["params"]
-  tx = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=1.0, schedule="constant", warmup_steps=0, momentum=0.0,
-      weight_decay=0.0)), 1)
-  state = state_lib.TrainState.create(params={"student": s_vars["params"], "adapters": a_params},
-                                      batch_stats=s_vars["batch_stats"], tx=tx,
-                                      rng=jax.random.key(4))
-  return student, teacher, adapters, t_vars, state
+  return fake_models.distill_setup(FakeStudent(), FakeTeacher(), hw=(H, W), taps=TAPS,
+                                   learning_rate=1.0)
 
 
 @functools.lru_cache(maxsize=None)

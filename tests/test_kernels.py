@@ -106,6 +106,45 @@ def test_center_gram_and_hsic_match_numpy():
     K.hsic(k[:3], l[:3])
 
 
+def test_unbiased_hsic_equals_song_estimator_in_float64():
+  # The U-centred form is algebraically Song et al.'s estimator: equal to rounding in float64.
+  with jax.enable_x64(True):
+    for n in (4, 5, 17):
+      x, z = RNG.normal(size=(n, 3)), RNG.normal(size=(n, 4))
+      k, l = np_kernel("rbf", x, x, 1.5), np_kernel("linear", z, z)
+      got = K.hsic(k, l, unbiased=True)
+      assert got.dtype == jnp.float64
+      np.testing.assert_allclose(got, np_hsic_u(k, l), rtol=1e-12, atol=1e-15)
+    w = np.array([1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1], np.float64)
+    sel = np.flatnonzero(w)
+    np.testing.assert_allclose(K.hsic(k, l, True, weights=w),
+                               np_hsic_u(k[np.ix_(sel, sel)], l[np.ix_(sel, sel)]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n,d", [(64, 16), (128, 32)])
+def test_float32_precision_with_large_mean_features(n, d):
+  # Post-ReLU-like features of mean ~10: uncentred Grams carry a large common offset. Expanding
+  # Song et al.'s unbiased formula on them lost 4e-4 to 5e-3 relative in float32.
+  rng = np.random.default_rng(n)
+  x = np.maximum(rng.normal(10, 3, (n, d)), 0).astype(np.float32)
+  z = np.maximum(rng.normal(10, 3, (n, d + 3)), 0).astype(np.float32)
+  z[:, :d] = 0.5 * z[:, :d] + 0.5 * x
+  for name, kw in [("linear", {}), ("rbf", {"sigma": 3.0 * np.sqrt(2.0 * d)})]:
+    k32, l32 = K.get_kernel(name)(x, x, **kw), K.get_kernel(name)(z, z, **kw)
+    k64, l64 = np_kernel(name, x, x, **kw), np_kernel(name, z, z, **kw)
+    assert k32.dtype == jnp.float32
+    for unbiased, ref in ((True, np_hsic_u), (False, np_hsic_b)):
+      np.testing.assert_allclose(K.hsic(k32, l32, unbiased), ref(k64, l64), rtol=1e-5,
+                                 err_msg=f"hsic {name} unbiased={unbiased}")
+      np.testing.assert_allclose(K.cka(x, z, name, unbiased, **kw),
+                                 np_cka(x, z, name, unbiased, **kw), rtol=1e-5,
+                                 err_msg=f"cka {name} unbiased={unbiased}")
+    # Centring itself adds no error beyond the float32 Gram's own rounding (~4e-6 here).
+    cref = np_h(n) @ k64 @ np_h(n)
+    err = np.linalg.norm(np.float64(K.center_gram(k32)) - cref) / np.linalg.norm(cref)
+    assert err < 1e-5, (name, err)
+
+
 # ---- CKA -----------------------------------------------------------------------------------------
 def test_cka_matches_numpy():
   x = _randn(24, 6)

@@ -246,6 +246,10 @@ def test_killed_run_with_corrupt_checkpoint_falls_back_and_loses_nothing(
   skipped = [int(s) for s in re.findall(r"Checkpoint step (\d+) in \S+ skipped", proc.stderr)]
   assert newest in skipped and resumed < newest and resumed in steps
   assert set(skipped) == {s for s in steps if s > resumed}  # The tmp directory is not a step.
+  # The lines logged past the resumed step were moved beside the log, not dropped.
+  with open(os.path.join(workdir, f"metrics.after_{resumed}.jsonl")) as f:
+    after = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
+  assert after and min(after) == resumed + 1
   # The refused step is set aside and saved anew; nothing logged twice, nothing lost.
   assert os.listdir(os.path.join(workdir, "checkpoints_skipped"))
   left = os.listdir(os.path.join(workdir, "checkpoints"))
@@ -366,3 +370,83 @@ def test_predict_on_a_wrong_image_says_so(name, image, needles, tmp_path, data_d
                   f"--config.predict.input_dir={inputs}",
                   f"--config.predict.output_dir={tmp_path / 'out'}"), expect_rc=None)
   _assert_one_line_error(proc, *needles)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. A changed config never wipes a run (DESIGN §6 "Only corruption is skipped").
+# ------------------------------------------------------------------------------------------------
+def _snapshot(workdir) -> dict[str, bytes]:
+  """Every file under `workdir` with its bytes (what must survive a refused run untouched)."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,key", [("--config.student.width=0.25", "student.width"),
+                                          ("--config.optim.learning_rate=0.01",
+                                           "optim.learning_rate")])
+def test_changed_config_stops_and_touches_nothing(override, key, tmp_path, data_dir, mode_args,
+                                                  reference):
+  args = mode_args("train_student")
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference("train_student", args), workdir)
+  before = _snapshot(workdir)
+  proc = run(_cmd(workdir, data_dir, *args, override), expect_rc=None)
+  error = _assert_one_line_error(proc, "ConfigMismatchError", key, workdir, "train.restart=True")
+  assert "->" in error.split(key, 1)[1].split(";")[0]
+  assert _snapshot(workdir) == before  # Nothing moved, deleted, truncated or rewritten.
+
+
+@pytest.mark.slow
+def test_shape_change_is_a_config_error_never_corruption(tmp_path, data_dir, mode_args, reference):
+  """Without config.json to compare with, the restore itself finds the other shapes: still exit 2
+  and nothing set aside (before: every step moved to checkpoints_skipped/, a new run from 0)."""
+  args = mode_args("train_student")
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference("train_student", args), workdir)
+  os.remove(os.path.join(workdir, "config.json"))
+  # The checkpoints' own config item still names the change.
+  proc = run(_cmd(workdir, data_dir, *args, "--config.student.width=0.25"), expect_rc=None)
+  _assert_one_line_error(proc, "student.width")
+  for step_dir in os.listdir(os.path.join(workdir, "checkpoints")):
+    shutil.rmtree(os.path.join(workdir, "checkpoints", step_dir, "config"))
+  before = _snapshot(workdir)
+  proc = run(_cmd(workdir, data_dir, *args, "--config.student.width=0.25"), expect_rc=None)
+  _assert_one_line_error(proc, "StateMismatchError", "has shape", "nothing was moved")
+  assert _snapshot(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, "checkpoints_skipped"))
+
+
+@pytest.mark.slow
+def test_more_steps_resume_and_restart_starts_over(tmp_path, data_dir, mode_args, reference):
+  args = mode_args("train_student")
+  ref_dir = reference("train_student", args)
+  workdir = str(tmp_path / "run")
+  shutil.copytree(ref_dir, workdir)
+  # Extending train.num_steps resumes: the first NUM_STEPS logged steps are kept as they were.
+  proc = run(_cmd(workdir, data_dir, *args, f"--config.train.num_steps={NUM_STEPS + 2}"))
+  assert f"Resumed student from step {NUM_STEPS}" in proc.stderr
+  # stderr is a pipe, not a terminal: one progress line per logged step instead of a bar.
+  assert re.search(rf"student step {NUM_STEPS + 2}/{NUM_STEPS + 2} \(100 %\) loss \d+\.\d{{4}} "
+                   r"images/s \d+ ETA 0:00:00", proc.stderr), proc.stderr[-2000:]
+  rows = train_rows(workdir)
+  assert [r["step"] for r in rows] == list(range(1, NUM_STEPS + 3))
+  assert_rows_bitwise_equal(rows[:NUM_STEPS], train_rows(ref_dir))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["train"]["num_steps"] == NUM_STEPS + 2
+  # train.restart=True moves the old run aside (never deletes it) and trains from step 0.
+  before = _snapshot(workdir)
+  run(_cmd(workdir, data_dir, *args, "--config.train.num_steps=2", "--config.train.restart=True"))
+  previous = [d for d in os.listdir(workdir) if d.startswith("previous_")]
+  assert len(previous) == 1
+  moved = _snapshot(os.path.join(workdir, previous[0]))
+  run_files = ("checkpoints", "metrics.jsonl", "config.json", "final_metrics.json", "tb", "export")
+  assert moved == {k: v for k, v in before.items() if k.split(os.sep)[0] in run_files}
+  assert "metrics.jsonl" in moved and "final_metrics.json" in moved
+  assert [r["step"] for r in train_rows(workdir)] == [1, 2]
+  assert steps_on_disk(workdir) == [2]

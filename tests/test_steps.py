@@ -36,11 +36,17 @@ def _batches(num_steps: int, *, unlabeled: bool, seed: int = 0):
     # Different numbers of ignored pixels per image, so a mean of per-device means would differ.
     for i in range(GLOBAL_BATCH):
       labels[i, : 2 * i] = 255
+    # Crop padding (right-hand columns; none in image 0), also unequal per image and device.
+    valid = np.arange(W) < W - 4 * np.arange(GLOBAL_BATCH)[:, None, None]
+    valid = np.broadcast_to(valid, labels.shape).copy()
+    labels[~valid] = 255
     batch = {"image": rng.normal(size=(GLOBAL_BATCH, H, W, 3)).astype(np.float32),
-             "x": rng.normal(size=(GLOBAL_BATCH, H, W, 1)).astype(np.float32), "label": labels}
+             "x": rng.normal(size=(GLOBAL_BATCH, H, W, 1)).astype(np.float32), "label": labels,
+             "valid": valid}
     if unlabeled:
       batch["unlabeled_image"] = rng.normal(size=(GLOBAL_BATCH, H, W, 3)).astype(np.float32)
       batch["unlabeled_x"] = rng.normal(size=(GLOBAL_BATCH, H, W, 1)).astype(np.float32)
+      batch["unlabeled_valid"] = valid[::-1].copy()
     out.append(batch)
   return out
 

@@ -72,6 +72,15 @@ def test_prediction_grid_layout(tmp_path):
     title = grid[:title_h, x0:x0 + cw]
     assert (title < 128).any(), f"no title text above column {name!r}"
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "g.png")), grid)
+  # A legend adds a strip of class-colour swatches under the grid, the cells unchanged.
+  legend = viz.class_legend(["road", "sidewalk", "car"])
+  assert legend[0] == ("road", tuple(int(v) for v in viz.colorize(np.zeros((1, 1), np.uint8))[0, 0]))
+  with_legend = viz.prediction_grid(rows, columns, min_cell_width=160, gap=gap, legend=legend)
+  assert with_legend.shape[1] == grid.shape[1] and with_legend.shape[0] > grid.shape[0]
+  np.testing.assert_array_equal(with_legend[:grid.shape[0]], grid)
+  strip = with_legend[grid.shape[0]:]
+  for name, colour in legend:
+    assert (strip == np.array(colour, np.uint8)).all(-1).sum() >= 25, name  # a filled swatch
   with pytest.raises(KeyError, match="teacher"):
     viz.prediction_grid([{"RGB": rows[0]["RGB"]}], ["RGB", "teacher"])
   with pytest.raises(ValueError, match="student"):

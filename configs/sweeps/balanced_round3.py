@@ -3,7 +3,7 @@ regime, at the benchmark schedule, from the benchmark's seed-0 teacher (issue 7:
 far, balanced κ = 2, tied CWD — 64.2 vs 64.2 on validation, 64.0 ± 0.4 vs 64.3 ± 0.2 on test —
 losing on the large classes building / wall / sidewalk / vegetation):
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round3.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round3.py \
       --workdir=workdirs/sweep_balance3 --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \
       --config.distill.controller=balanced --config.distill.kappa=2.0

@@ -3,7 +3,7 @@ regime, at the benchmark schedule, from the benchmark's seed-0 teacher (issue 7:
 the best of round 3, tied CWD on test -- 64.3 ± 0.4 vs 64.3 ± 0.2 -- behind on building and
 vegetation, ahead on wall, pole and person):
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round4.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round4.py \
       --workdir=workdirs/sweep_balance4 --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \
       --config.distill.controller=balanced --config.distill.kappa=4.0

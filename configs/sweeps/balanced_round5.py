@@ -3,7 +3,7 @@ ARFD's kernel-regression term off (λ_KR = 0, ARFD = its CKA term: 64.53 on vali
 64.34 with it and CWD's 64.16; the logit-side knobs of round 4 -- κ = 8, γ = 0.75, λ_L = 2 -- all
 stayed within ±0.2). Same regime, schedule and teacher as rounds 3 and 4:
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round5.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round5.py \
       --workdir=workdirs/sweep_balance5 --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \
       --config.distill.controller=balanced --config.distill.kappa=4.0 \

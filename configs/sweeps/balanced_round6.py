@@ -5,7 +5,7 @@ thin classes and behind on the large ones around them: `balanced` weights a pixe
 class only, so a student that paints pole into building is corrected at building's small weight.
 `balanced_sym` weights it by the rarer of target and predicted class.
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round6.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/balanced_round6.py \
       --workdir=workdirs/sweep_balance6 --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \
       --config.distill.controller=balanced_sym --config.distill.kappa=4.0

@@ -4,7 +4,7 @@ At this schedule the base gets validation 73.81 (CWD 72.88, KD 72.03, CE alone 6
 81.0), i.e. 36 % of the validation gap. Each entry moves one knob that helped elsewhere: the logit
 weight λ_L (best of the labelled-only round 2) and the feature weight λ_F:
 
-  python -m lix_jax.sweep --config=configs/benchmark.py:long \
+  python -m lix_jax.main --config=configs/benchmark.py:long \
       --sweep=configs/sweeps/balanced_sym_converged.py \
       --workdir=workdirs/sweep_sym_converged --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/teacher_4000_seed0 \

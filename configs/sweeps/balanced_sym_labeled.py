@@ -4,7 +4,7 @@ split, at the benchmark schedule, from the benchmark's seed-0 teacher. The bench
 (validation 62.7 against CWD 62.7; test 63.1 ± 0.2, 36 % of the gap against DESIGN's 40 %); this
 round re-tunes the two for this regime:
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/balanced_sym_labeled.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/balanced_sym_labeled.py \
       --workdir=workdirs/sweep_sym_labeled --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \
       --config.distill.controller=balanced_sym --config.distill.kappa=4.0 \

@@ -4,7 +4,7 @@ schedule, seed-0 teacher). Round 1 (`balanced_sym_labeled.py`) re-tuned κ and �
 moves the other knobs, one each: the logit weight λ_L, the non-target weight β, the class-balance
 exponent γ, the KD temperature τ, and ARFD off (λ_F = 0, DWLD alone):
 
-  python -m lix_jax.sweep --config=configs/benchmark.py \
+  python -m lix_jax.main --config=configs/benchmark.py \
       --sweep=configs/sweeps/balanced_sym_labeled_round2.py \
       --workdir=workdirs/sweep_sym_labeled2 --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0 \

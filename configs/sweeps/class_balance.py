@@ -2,7 +2,7 @@ r"""The `balanced` DWC (lix_jax's own: the dynamic weights times n_class^-γ) on
 of the unlabelled regime, at the benchmark schedule, from the benchmark's seed-0 teacher (issue 10:
 CWD led LIX on the small classes wall / pole / person):
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/class_balance.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/class_balance.py \
       --workdir=workdirs/sweep_balance --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0
 

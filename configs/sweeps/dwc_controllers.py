@@ -3,7 +3,7 @@ lix_jax's own class-balanced controller.
 
 Runs `distill` with the teacher of a finished pipeline, one sub-workdir per entry:
 
-  python -m lix_jax.sweep --config=configs/synthetic.py --sweep=configs/sweeps/dwc_controllers.py \
+  python -m lix_jax.main --config=configs/synthetic.py --sweep=configs/sweeps/dwc_controllers.py \
       --workdir=workdirs/sweep_dwc --config.mode=distill \
       --config.distill.teacher_workdir=workdirs/synthetic/teacher
 """

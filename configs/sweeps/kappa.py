@@ -1,6 +1,6 @@
 r"""A short sweep of the controller temperature kappa for the full LIX loss (tune on validation).
 
-  python -m lix_jax.sweep --config=configs/synthetic.py --sweep=configs/sweeps/kappa.py \
+  python -m lix_jax.main --config=configs/synthetic.py --sweep=configs/sweeps/kappa.py \
       --workdir=workdirs/sweep_kappa --config.mode=distill \
       --config.distill.teacher_workdir=workdirs/synthetic/teacher
 """

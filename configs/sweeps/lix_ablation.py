@@ -1,7 +1,7 @@
 r"""Where does LIX lose to KD in the unlabelled regime? DWLD alone, ARFD alone, LIX with a lighter
 feature weight, LIX with a self-paced controller (kappa < 0). Tune on validation, report test.
 
-  python -m lix_jax.sweep --config=configs/synthetic.py --sweep=configs/sweeps/lix_ablation.py \
+  python -m lix_jax.main --config=configs/synthetic.py --sweep=configs/sweeps/lix_ablation.py \
       --workdir=workdirs/sweep_lix --config.mode=distill \
       --config.distill.teacher_workdir=workdirs/synthetic/teacher
 """

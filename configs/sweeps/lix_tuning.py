@@ -1,7 +1,7 @@
 r"""Tuning LIX in the unlabelled regime on the validation split (issue 10), one knob at a time
 from the DESIGN defaults, at the benchmark schedule, from the benchmark's seed-0 teacher:
 
-  python -m lix_jax.sweep --config=configs/benchmark.py --sweep=configs/sweeps/lix_tuning.py \
+  python -m lix_jax.main --config=configs/benchmark.py --sweep=configs/sweeps/lix_tuning.py \
       --workdir=workdirs/sweep_tuning --config.mode=distill --config.distill.method=lix \
       --config.distill.teacher_workdir=workdirs/benchmark/teachers/intermediate_depth_seed0
 

@@ -27,7 +27,18 @@ Per example, in this order (`process_example`):
      on device, so batches are ready-to-use float32.
 
 Batches are dicts of NumPy arrays: `image` float32 [B, h, w, 3], `x` float32 [B, h, w, Cx],
-`label` int32 [B, h, w] (255 = ignore); eval batches add `valid` bool [B] and `id` bytes [B].
+`label` int32 [B, h, w] (255 = ignore). Train (and unlabelled) batches add `valid` bool [B, h, w],
+the pixel validity mask: False exactly where the crop is padding beyond the scaled image (the
+`inside` of `augment`, so it follows the same scale, offset and flip). Losses read it instead of
+the labels because unlabelled frames have no labels (DESIGN §5: padding is never a target); the
+labels are 255 there as well. Eval batches add `valid` bool [B] (False on padded rows) and `id`
+bytes [B]; at native resolution no pixel is padding, and `pad_hw` padding is labelled 255, which
+the confusion matrix never counts.
+
+Bad train ids: with `num_classes` K known (given, or the tfds source's `class_names` metadata), a
+labelled example whose label has an id outside [0, K) other than 255 raises a ValueError naming
+the example's `id` and split when its batch is made (host side), instead of entering the losses
+as a valid pixel of no class.
 
 Order and hosts. Train: `source.seed(seed).shuffle().repeat()` is one infinite global stream (a new
 permutation each epoch); augmentation is drawn per global index, then host `i` of `n` takes
@@ -150,16 +161,39 @@ def augment(image: np.ndarray, x: np.ndarray, label: np.ndarray, rng: np.random.
   return img, x_out.astype(np.float32), x_valid, lab, inside
 
 
+def _record_name(example: Mapping[str, Any], split: str | None) -> str:
+  ex_id = example.get("id")
+  if isinstance(ex_id, (bytes, np.bytes_)):
+    ex_id = bytes(ex_id).decode(errors="replace")
+  return f"Example {ex_id!r}" + ("" if split is None else f" of split {str(split)!r}")
+
+
+def check_train_ids(label: np.ndarray, num_classes: int, example: Mapping[str, Any],
+                    split: str | None = None) -> None:
+  """Raises a ValueError naming the record if `label` has an id outside [0, K) other than 255."""
+  label = np.asarray(label)
+  bad = ((label < 0) | (label >= num_classes)) & (label != IGNORE_INDEX)
+  if bad.any():
+    ids = np.unique(label[bad])
+    raise ValueError(f"{_record_name(example, split)}: label has train ids {ids[:10].tolist()} "
+                     f"({int(bad.sum())} pixels) outside [0, {num_classes}) that are not "
+                     f"{IGNORE_INDEX} (ignore); fix the data or its class map")
+
+
 def process_example(example: Mapping[str, Any], rng: np.random.Generator | None, *,
                     x_modality: str, crop_hw: tuple[int, int] | None = None,
                     scale_range: tuple[float, float] = (0.75, 1.5), flip_prob: float = 0.5,
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                    labeled: bool = True, pad_hw: tuple[int, int] | None = None) -> dict:
+                    labeled: bool = True, pad_hw: tuple[int, int] | None = None,
+                    num_classes: int | None = None, split: str | None = None) -> dict:
   """One source example -> a normalised training / eval element (no batch axis).
 
   With `rng` None there is no augmentation (eval); `pad_hw` then pads bottom/right to a fixed size
   (image 0, X 0, label 255) so that images of slightly different sizes can be batched. With
-  `labeled=False` the source's `label` field is never read and the label is all 255.
+  `labeled=False` the source's `label` field is never read and the label is all 255. With `rng`
+  the element has `valid` bool [h, w]: False exactly on the padding of the crop (label 255 there).
+  `num_classes` (K): a label id outside [0, K) that is not 255 is a ValueError naming the example's
+  `id` and `split` (None: not checked).
   """
   image = np.asarray(example["image"])
   if image.ndim != 3 or image.shape[-1] != 3:
@@ -167,6 +201,8 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
   x = compute_x(example, x_modality)
   label = (np.asarray(example["label"]) if labeled
            else np.full(image.shape[:2], IGNORE_INDEX, np.uint8))
+  if labeled and num_classes is not None:
+    check_train_ids(label, num_classes, example, split)
   if label.shape != image.shape[:2] or x.shape[:2] != image.shape[:2]:
     raise ValueError(f"Example {example.get('id')!r}: image {image.shape}, depth "
                      f"{np.shape(example['depth'])} and label {label.shape} sizes differ")
@@ -184,6 +220,9 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
     img *= inside[..., None]  # padding = 0 after normalisation (the mean colour)
   x = normalize_x(x, x_modality) * x_valid[..., None]  # invalid stays exactly 0
   out = {"image": img, "x": x, "label": label.astype(np.int32)}
+  if inside is not None:
+    # The padding mask, and the labels' 255 there, come from the same `inside` of `augment`.
+    out["valid"] = inside.astype(bool)
   if pad_hw is not None:
     h, w = image.shape[:2]
     if h > pad_hw[0] or w > pad_hw[1]:
@@ -200,6 +239,20 @@ def _host(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   if not 0 <= index < count:
     raise ValueError(f"shard_index {index} is not in [0, shard_count={count})")
   return index, count
+
+
+def _source_meta(source, num_classes: int | None, split: str | None):
+  """(K, split) for the train-id check: given values, else the tfds source's metadata, else None."""
+  info = getattr(source, "dataset_info", None)
+  if num_classes is None and info is not None:
+    try:
+      names = info.metadata["class_names"]
+    except (KeyError, TypeError, AttributeError):
+      names = None
+    num_classes = len(names) if names else None
+  if split is None and getattr(source, "split", None) is not None:
+    split = str(source.split)
+  return num_classes, split
 
 
 def _to_iter(ds: grain.MapDataset, num_threads: int, prefetch: int, thread_prefetch: int,
@@ -226,7 +279,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
                   labeled: bool = True, num_epochs: int | None = None,
                   shard_index: int | None = None, shard_count: int | None = None,
                   num_threads: int = 2, prefetch: int = 4, thread_prefetch: int = 0,
-                  num_workers: int = 0) -> grain.IterDataset:
+                  num_workers: int = 0, num_classes: int | None = None,
+                  split: str | None = None) -> grain.IterDataset:
   """The training stream of this host: shuffled, augmented, normalised, batched.
 
   Args:
@@ -244,13 +298,18 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
     num_workers: if > 0, that many worker processes (`mp_prefetch`) produce the batches; the
       stream and its checkpointed state are the same as in-process. Needs parsed absl flags (the
       entry point's `app.run`) and an `if __name__ == "__main__"` guard in a script.
+    num_classes: K for the train-id check of labelled examples (`process_example`); None = the
+      tfds source's `class_names` metadata, unchecked if it has none.
+    split: the split's name for error messages; None = the tfds source's `split`.
 
   Returns:
-    A grain IterDataset of dicts {image [B,h,w,3] f32, x [B,h,w,Cx] f32, label [B,h,w] i32};
-    `iter()` of it is checkpointable with get_state()/set_state().
+    A grain IterDataset of dicts {image [B,h,w,3] f32, x [B,h,w,Cx] f32, label [B,h,w] i32,
+    valid [B,h,w] bool (False on the crops' padding)}; `iter()` of it is checkpointable with
+    get_state()/set_state().
   """
   _check_modality(x_modality)
   index, count = _host(shard_index, shard_count)
+  num_classes, split = _source_meta(source, num_classes, split)
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if len(source) == 0:
@@ -261,7 +320,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
   # Augment before sharding so that the RNG depends on the global index, not the host's index.
   ds = ds.random_map(lambda ex, rng: process_example(
       ex, rng, x_modality=x_modality, crop_hw=crop_hw, scale_range=scale_range,
-      flip_prob=0.5 if flip else 0.0, mean=mean, std=std, labeled=labeled))
+      flip_prob=0.5 if flip else 0.0, mean=mean, std=std, labeled=labeled,
+      num_classes=num_classes, split=split))
   ds = ds[index::count].batch(batch_size, drop_remainder=True)
   return _to_iter(ds, num_threads, prefetch, thread_prefetch, num_workers)
 
@@ -269,7 +329,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
 def unlabeled_dataset(source: Sequence[Mapping[str, Any]], **kwargs) -> grain.IterDataset:
   """The unlabelled RGB-X stream (DESIGN §2.6): `train_dataset(..., labeled=False)`.
 
-  Give it its own `seed`. Its `label` is all 255; the source's labels are never read.
+  Give it its own `seed`. Its `label` is all 255; the source's labels are never read. Its `valid`
+  (the padding mask) is what the trainer passes to the step as `unlabeled_valid`.
   """
   return train_dataset(source, labeled=False, **kwargs)
 
@@ -283,11 +344,14 @@ def eval_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, x_moda
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  pad_hw: tuple[int, int] | None = None, shard_index: int | None = None,
                  shard_count: int | None = None, num_threads: int = 2,
-                 prefetch: int = 4) -> grain.IterDataset:
+                 prefetch: int = 4, num_classes: int | None = None,
+                 split: str | None = None) -> grain.IterDataset:
   """Each example exactly once over all hosts, in source order, at full resolution, no augmentation.
 
   The example list is padded to `num_eval_batches(...) · batch_size · shard_count` entries; padded
   rows have `valid=False`, label 255, image and X 0 and id b"". Host `i` takes entries `i::n`.
+  `pad_hw` padding is labelled 255, so only original pixels are scored. `num_classes`, `split`:
+  the train-id check, as in `train_dataset`.
 
   Returns:
     A grain IterDataset of dicts {image, x, label, valid bool [B], id bytes [B]}.
@@ -296,7 +360,9 @@ def eval_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, x_moda
   index, count = _host(shard_index, shard_count)
   if len(source) == 0:
     raise ValueError("eval_dataset: the source is empty")
-  kw = dict(x_modality=x_modality, mean=mean, std=std, pad_hw=pad_hw)
+  num_classes, split = _source_meta(source, num_classes, split)
+  kw = dict(x_modality=x_modality, mean=mean, std=std, pad_hw=pad_hw, num_classes=num_classes,
+            split=split)
   # The padding row: a processed real example, zeroed, so shapes and dtypes match exactly.
   template = process_example(source[0], None, **kw)
   pad = {"image": np.zeros_like(template["image"]), "x": np.zeros_like(template["x"]),

@@ -60,7 +60,9 @@ def masked_mean(x: jax.Array, valid: jax.Array, axis_name: str | None = None) ->
 def _one_hot(labels: jax.Array, num_classes: int,
              ignore_index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Returns (valid [B,H,W] bool, target [B,H,W] in [0, K), one-hot [B,H,W,K] bool); ignored
-  pixels are given class 0."""
+  pixels are given class 0. An id outside [0, K) other than `ignore_index` would count as a valid
+  pixel of no class; the input pipeline rejects such labels on the host, naming the record
+  (`data.pipeline.check_train_ids`), so none reaches a jitted step."""
   if num_classes < 2:
     raise ValueError(f"logits need K >= 2 classes on the last axis, got K={num_classes}")
   valid = labels != ignore_index
@@ -351,7 +353,7 @@ def get_controller(name: str) -> Controller:
 
 def dwld_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
               alpha: float, beta: float, temperature: float,
-              controller: str | Controller = "dynamic", kappa: float = 1.0,
+              controller: str | Controller = "balanced_sym", kappa: float = 4.0,
               ignore_index: int = IGNORE_INDEX, axis_name: str | None = None,
               class_balance: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Dynamically-weighted logit distillation `τ²·mean_valid(w^t⊙TCLD + w^n⊙NCLD)` (DESIGN §2.3).

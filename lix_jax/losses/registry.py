@@ -17,6 +17,11 @@ tap_weights (`distill_losses`).
 
 For unlabelled frames (DESIGN §2.6) pass `labels = logit.teacher_targets(teacher_logits, valid)`:
 DKD/DWLD then use the teacher's arg-max as target class and pseudo_label/kd/cwd only read the mask.
+
+Padding is never a target (DESIGN §5): `distill_losses(..., valid_mask=...)` sets the labels to 255
+where the mask (resized to the logits) is False, so every logit loss skips those pixels, and gives
+the mask to every feature loss, which resizes it to each tap by nearest neighbour. Each loss then
+equals the same loss computed on the valid pixels alone.
 """
 
 from __future__ import annotations
@@ -39,14 +44,14 @@ DEFAULTS: dict[str, Any] = {
     "alpha": 1.0,
     "beta": 1.0,
     "temperature": 1.0,
-    "controller": "dynamic",
-    "kappa": 1.0,
+    "controller": "balanced_sym",
+    "kappa": 4.0,
     "class_balance": 1.0,
     "pl_threshold": 0.0,
     "cwd_temperature": None,  # None: use `temperature`.
     "sigma": 1.0,
     "mix": 0.5,
-    "lambda_kr": 1.0,
+    "lambda_kr": 0.0,
     "lambda_cka": 1.0,
     "kernel": "linear",
     "stride": 1,
@@ -210,6 +215,9 @@ def feature_distill_loss(
     axis_name: str | None = None) -> tuple[jax.Array, Aux]:
   """`L_F = Σ_l w_l·loss_l` of feature loss `feature_name` over `cfg.taps` (weights `cfg.tap_weights`).
 
+  `valid_mask`: `[B, H', W']` bool (False on padding), resized by nearest neighbour to every tap
+  inside the loss; None = every pixel is valid.
+
   Returns:
     `(L_F, aux)` with aux under "<loss>/<tap>/<key>" and "<loss>/<tap>/loss".
   """
@@ -238,14 +246,16 @@ def distill_losses(
   Args:
     method: a name in `METHODS` or a `Method`.
     student_logits, teacher_logits: `[B, H, W, K]` (teacher stop-gradient inside every loss).
-    labels: `[B, H, W]` int32, 255 = ignored (unlabelled frames: `logit.teacher_targets`).
+    labels: `[B, H, W]` int32, 255 = ignored (unlabelled frames: `logit.teacher_targets`; its
+      `valid` argument should be the same mask as `valid_mask`).
     student_feats, teacher_feats: tap name → `[B, h, w, C]`; student features already mapped to the
       teacher's width by the adapters when `uses_adapters`. Only read when the method has a
       feature loss.
     cfg: the `distill` config (see module docstring); `taps` (list of tap names) is required for
       feature methods, `tap_weights` (same length) defaults to 1 per tap.
-    valid_mask: `[B, H', W']` bool mask for the feature losses (any resolution, resized inside);
-      None = every pixel counts (ARFD runs on all images, DESIGN §2.6).
+    valid_mask: `[B, H', W']` bool pixel mask, False on padding (any resolution: resized by
+      nearest neighbour to the logits, where labels become 255, and to each feature tap); None =
+      every pixel counts (ARFD runs on all images, DESIGN §2.6).
     axis_name: data axis for global sums/counts, or None.
 
   Returns:
@@ -263,6 +273,9 @@ def distill_losses(
   aux: Aux = {}
   logit_term = jnp.zeros((), jnp.float32)
   feature_term = jnp.zeros((), jnp.float32)
+  if logit_fn is not None and valid_mask is not None:
+    keep = feature.resize_mask(valid_mask, labels.shape)
+    labels = jnp.where(keep, labels, jnp.asarray(logit.IGNORE_INDEX, labels.dtype))
   if logit_fn is not None:
     logit_term, sub = logit_fn(student_logits, teacher_logits, labels, cfg=cfg,
                                axis_name=axis_name)

@@ -4,7 +4,8 @@
 keys (all optional except as noted): `backbone` ("resnet18" | "resnet34" | "resnet50"), `width`,
 `fusion` (teacher only: "intermediate" | "late"), `fusion_block` ("gated" | "add"), `stem`
 ("imagenet" | "deep"), `decoder_channels` (None = 128·width), `dtype` ("float32" | "bfloat16").
-Other keys of the section are ignored (they belong to the trainer).
+Other keys of the section are ignored (they belong to the trainer; `pretrained`, ImageNet weights,
+is read by `load_imagenet_encoders` in `lix_jax.models.pretrained`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from lix_jax.models.backbones import BACKBONES, STEMS, load_pretrained, save_npz
 from lix_jax.models.fusion import FUSION_BLOCKS, FUSIONS  # noqa: F401
 from lix_jax.models.networks import (  # noqa: F401
     TAP_STRIDES, Adapters, Student, Teacher, abstract_init, count_params, tap_channels, tap_shape)
+from lix_jax.models.pretrained import (  # noqa: F401
+    check_imagenet_fit, convert_torch_resnet, load_imagenet_encoders, read_torch_checkpoint)
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 KINDS = ("teacher", "student")

@@ -13,6 +13,8 @@ Conversion from torchvision: `conv1`→`stem/conv`, `bn1`→`stem/bn`, `layer{i}
 `stage{i}/block{j}/convK`, `downsample.0/.1`→`proj_conv`/`proj_bn`; conv weights transposed
 (O, I, H, W)→(H, W, I, O) to `kernel`; BN `weight`/`bias`→`scale`/`bias` (params), and
 `running_mean`/`running_var`→`mean`/`var` (batch_stats); the `fc` head is not used.
+`lix_jax.models.pretrained` does this for timm / torchvision checkpoints (.safetensors / .pth); at
+width 1.0 with the "imagenet" stem the stage outputs equal torchvision's (tests/test_pretrained.py).
 """
 from __future__ import annotations
 

@@ -30,8 +30,11 @@ TAP_STRIDES: dict[str, int] = {"stage1": 4, "stage2": 8, "stage3": 16, "stage4":
 
 
 def tap_shape(image_hw: tuple[int, int], stride: int) -> tuple[int, int]:
-  """Spatial size of a tap at `stride` for an input of size `image_hw`: (ceil(H/s), ceil(W/s))."""
-  return math.ceil(image_hw[0] / stride), math.ceil(image_hw[1] / stride)
+  """Spatial size of a tap at `stride` for an input of size `image_hw`: (ceil(H/s), ceil(W/s)).
+
+  Integer arithmetic only, so that H and W may be `jax.export` symbolic dimensions.
+  """
+  return (image_hw[0] + stride - 1) // stride, (image_hw[1] + stride - 1) // stride
 
 
 def pad_to_multiple(x: jax.Array, multiple: int = PAD_MULTIPLE) -> jax.Array:
@@ -186,6 +189,25 @@ def abstract_init(model: nn.Module, image_hw: tuple[int, int], batch: int = 1):
   fn = lambda *a: model.init_with_output(jax.random.key(0), *a, train=False)
   outputs, variables = jax.eval_shape(fn, *inputs)
   return variables, outputs
+
+
+def random_variables(model: nn.Module, image_hw: tuple[int, int], seed: int = 0) -> Any:
+  """`model.init`'s variables with random values and no init compile (benchmarks, export tests):
+  He-normal kernels, BN scale and running variance 1, every other leaf 0. NumPy float32."""
+  import numpy as np  # noqa: PLC0415
+  variables, _ = abstract_init(model, image_hw)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      std = math.sqrt(2 / math.prod(leaf.shape[:-1]))
+      return np.asarray(rng.normal(size=leaf.shape) * std, np.float32)
+    if name in ("scale", "var"):
+      return np.ones(leaf.shape, np.float32)
+    return np.zeros(leaf.shape, np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, variables)
 
 
 def tap_channels(model: nn.Module, image_hw: tuple[int, int] = (64, 64)) -> dict[str, int]:

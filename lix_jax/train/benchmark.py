@@ -51,16 +51,32 @@ def _students(regime: str, specs: dict[str, dict[str, Any]]) -> dict[str, Row]:
           for name, spec in specs.items()}
 
 
+# The first formulation of LIX (DESIGN §2.3's `dynamic` controller at κ = 4, ARFD with its
+# kernel-regression term): the config defaults until Nov 2026. Every row whose committed results
+# were run under those defaults pins them here, so a row means what its results were run with
+# whatever the defaults become; only `lix` (the default config by definition) has no overrides.
+DYNAMIC = (("distill.controller", "dynamic"), ("distill.kappa", 4.0))
+KR_ON = (("distill.lambda_kr", 1.0),)
+# The default config of Nov 2026, spelled out for rows defined as "the default plus one change".
+DEFAULT_LIX = (("distill.controller", "balanced_sym"), ("distill.kappa", 4.0),
+               ("distill.class_balance", 1.0), ("distill.lambda_kr", 0.0))
+
+
 def _balanced_lix(method: str, kappa: float, label: str, extra: tuple = (),
-                  controller: str = "balanced", **teacher) -> dict[str, Any]:
+                  controller: str = "balanced", lambda_kr: float = 1.0,
+                  **teacher) -> dict[str, Any]:
   """A LIX row with lix_jax's own class-balanced DWC (γ = 1; `balanced` or `balanced_sym`) at
-  controller temperature `kappa`, plus `extra` overrides; `teacher` may set `fusion` /
-  `x_modality`. κ = 1 and 2 are the best of the first and second rounds of
-  configs/sweeps/class_balance.py, κ = 4 of configs/sweeps/balanced_round3.py, λ_KR = 0 of
-  configs/sweeps/balanced_round4.py, `balanced_sym` of configs/sweeps/balanced_round6.py."""
+  controller temperature `kappa`, ARFD's kernel regression at `lambda_kr`, plus `extra` overrides;
+  `teacher` may set `fusion` / `x_modality`. κ = 1 and 2 are the best of the first and second
+  rounds of configs/sweeps/class_balance.py, κ = 4 of configs/sweeps/balanced_round3.py, λ_KR = 0
+  of configs/sweeps/balanced_round4.py, `balanced_sym` of configs/sweeps/balanced_round6.py."""
   overrides = (("distill.controller", controller), ("distill.kappa", kappa),
-               ("distill.class_balance", 1.0), *extra)
+               ("distill.class_balance", 1.0), ("distill.lambda_kr", lambda_kr), *extra)
   return dict(method=method, distill_method="lix", overrides=overrides, label=label, **teacher)
+
+
+def _lix_dynamic(**teacher) -> dict[str, Any]:
+  return dict(method="lix_dynamic", distill_method="lix", overrides=DYNAMIC + KR_ON, **teacher)
 
 
 ROWS: dict[str, Row] = {
@@ -80,14 +96,22 @@ ROWS: dict[str, Row] = {
                                               ("data.builder_config", "all_labeled")),
             label="student alone, every frame labelled (= perfect pseudo-labels)"),
         "kd": {}, "dkd": {}, "cwd": {}, "fitnet": {}, "pseudo_label": {},
-        "dwld": dict(label="DWLD only"),
-        "arfd": dict(label="ARFD only"),
-        "kr_only": dict(label="ARFD: KR only"),
+        "dwld": dict(overrides=DYNAMIC, label="DWLD only (dynamic DWC)"),
+        "arfd": dict(overrides=KR_ON, label="ARFD only"),
+        "kr_only": dict(overrides=KR_ON, label="ARFD: KR only"),
         "cka_only": dict(label="ARFD: CKA only"),
-        "lix": dict(label="LIX (DWLD + ARFD)"),
+        # LIX with the default config (DESIGN §2.3: symmetric class-balanced DWC, κ = 4, γ = 1;
+        # §2.4: ARFD's CKA term, λ_KR = 0). No overrides: `lix` is whatever the default is.
+        "lix": dict(label="LIX (default config)"),
+        "lix_dynamic": _lix_dynamic(label="LIX, dynamic DWC κ = 4 + KR (first formulation)"),
+        # The default with ARFD's kernel-regression term back on (DESIGN §2.4's one flag).
+        "lix_kr1": dict(distill_method="lix", overrides=DEFAULT_LIX[:-1] + KR_ON,
+                        label="LIX, default + kernel regression (λ_KR = 1)"),
         # The best of configs/sweeps/lix_tuning.py on the validation split (seed 0).
-        "lix_kappa1": dict(method="lix_kappa1", distill_method="lix",
-                           overrides=(("distill.kappa", 1.0),), label="LIX, κ = 1 (tuned on val)"),
+        "lix_kappa1": dict(distill_method="lix",
+                           overrides=(("distill.controller", "dynamic"), ("distill.kappa", 1.0),
+                                      *KR_ON),
+                           label="LIX, dynamic κ = 1 + KR (tuned on val)"),
         "lix_balanced": _balanced_lix(
             "lix_balanced", 1.0, "LIX, class-balanced DWC, κ = 1 (lix_jax's own; tuned on val)"),
         "lix_balanced_kappa2": _balanced_lix(
@@ -100,17 +124,16 @@ ROWS: dict[str, Row] = {
         "lix_balanced_kappa4_cka": _balanced_lix(
             "lix_balanced_kappa4_cka", 4.0,
             "LIX, class-balanced κ = 4, ARFD's CKA term only (λ_KR = 0; tuned on val)",
-            extra=(("distill.lambda_kr", 0.0),)),
-        "lix_balanced_sym_kappa4_cka": _balanced_lix(
-            "lix_balanced_sym_kappa4_cka", 4.0,
-            "LIX, symmetric class-balanced κ = 4, ARFD's CKA term only (lix_jax's own; tuned on val)",
-            extra=(("distill.lambda_kr", 0.0),), controller="balanced_sym"),
+            lambda_kr=0.0),
         "dwld_trust": dict(distill_method="dwld", overrides=(("distill.controller", "trust"),),
                            label="DWLD, trust controller"),
-        "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.kappa", -2.0),),
+        "dwld_kappa-2": dict(distill_method="dwld", overrides=(("distill.controller", "dynamic"),
+                                                               ("distill.kappa", -2.0)),
                              label="DWLD, dynamic kappa=-2"),
-        "lix_normal": dict(method="lix", x_modality="normal", label="LIX from normals teacher"),
-        "lix_late": dict(method="lix", fusion="late", label="LIX from late-fusion teacher"),
+        "lix_dynamic_normal": _lix_dynamic(
+            x_modality="normal", label="LIX, dynamic (first formulation), from normals teacher"),
+        "lix_dynamic_late": _lix_dynamic(
+            fusion="late", label="LIX, dynamic (first formulation), from late-fusion teacher"),
         "lix_balanced_kappa2_normal": _balanced_lix(
             "lix_balanced_kappa2", 2.0, "LIX, class-balanced κ = 2, from normals teacher",
             x_modality="normal"),
@@ -119,27 +142,34 @@ ROWS: dict[str, Row] = {
             fusion="late"),
     }),
     **_students("labeled", {
-        "kd": {}, "dkd": {}, "cwd": {}, "lix": dict(label="LIX (DWLD + ARFD)"),
+        "kd": {}, "dkd": {}, "cwd": {},
+        # κ and λ_KR as chosen on the unlabelled regime's validation split (not re-tuned here).
+        "lix": dict(label="LIX (default config)"),
+        "lix_dynamic": _lix_dynamic(label="LIX, dynamic DWC κ = 4 + KR (first formulation)"),
         "lix_balanced": _balanced_lix(
             "lix_balanced", 1.0, "LIX, class-balanced DWC, κ = 1 (lix_jax's own)"),
         # κ = 4 as chosen on the unlabelled regime's validation split (not re-tuned here).
         "lix_balanced_kappa4": _balanced_lix(
             "lix_balanced_kappa4", 4.0, "LIX, class-balanced DWC, κ = 4 (lix_jax's own)"),
-        # The unlabelled regime's choice (configs/sweeps/balanced_round6.py), not re-tuned here.
-        "lix_balanced_sym_kappa4_cka": _balanced_lix(
-            "lix_balanced_sym_kappa4_cka", 4.0,
-            "LIX, symmetric class-balanced κ = 4, ARFD's CKA term only (lix_jax's own)",
-            extra=(("distill.lambda_kr", 0.0),), controller="balanced_sym"),
-        # The same with λ_L = 2: the best of configs/sweeps/balanced_sym_labeled_round2.py.
-        "lix_balanced_sym_kappa4_cka_l2": _balanced_lix(
-            "lix_balanced_sym_kappa4_cka_l2", 4.0,
-            "LIX, symmetric class-balanced κ = 4, CKA only, λ_L = 2 (lix_jax's own; tuned on val)",
-            extra=(("distill.lambda_kr", 0.0), ("distill.lambda_l", 2.0)), controller="balanced_sym"),
+        # The default with λ_L = 2: the best of configs/sweeps/balanced_sym_labeled_round2.py.
+        "lix_l2": dict(distill_method="lix", overrides=DEFAULT_LIX + (("distill.lambda_l", 2.0),),
+                       label="LIX, default + λ_L = 2 (tuned on val)"),
     }),
+}
+
+# Former row names, still accepted by `benchmark.rows`: the rows of the symmetric class-balanced
+# LIX became `lix` when their config became the default (identical configs; results/README.md).
+ALIASES = {
+    "unlabeled/lix_balanced_sym_kappa4_cka": "unlabeled/lix",
+    "labeled/lix_balanced_sym_kappa4_cka": "labeled/lix",
+    "labeled/lix_balanced_sym_kappa4_cka_l2": "labeled/lix_l2",
+    "unlabeled/lix_normal": "unlabeled/lix_dynamic_normal",
+    "unlabeled/lix_late": "unlabeled/lix_dynamic_late",
 }
 
 
 def get_row(name: str) -> Row:
+  name = ALIASES.get(name, name)
   if name not in ROWS:
     raise KeyError(f"Unknown benchmark row {name!r}. Available rows are: {sorted(ROWS)}")
   return ROWS[name]
@@ -195,9 +225,18 @@ def result_row(config, name: str, seed: int, metrics: dict[str, Any]) -> dict[st
   return experiment.result_row(run_config, row.model, row.method, seed, metrics)
 
 
-def _finished(workdir: str, name: str, seed: int) -> dict[str, Any] | None:
+def _finished(config, workdir: str, name: str, seed: int) -> dict[str, Any] | None:
+  """The finished run of row `name`, seed `seed`, if its stored config is the row's (DESIGN §6
+  re-use rule: a run of another config is an error naming the keys, never a stale result)."""
   from lix_jax.train import experiment  # noqa: PLC0415
-  return experiment.finished_result(os.path.join(workdir, run_dir(name, seed)))
+  row = get_row(name)
+  teacher_dir = os.path.join(workdir, _teacher_key(row, seed))
+  if row.model == "teacher":
+    run_config, role = teacher_config(config, row, seed), "teacher"
+  else:
+    run_config = student_config(config, row, seed, teacher_dir)
+    role = experiment.role_of(run_config.distill.method)
+  return experiment.finished_result(os.path.join(workdir, run_dir(name, seed)), run_config, role)
 
 
 def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
@@ -207,7 +246,7 @@ def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
   rows = []
   for name in ROWS:
     for seed in config.benchmark.seeds:
-      result = _finished(workdir, name, seed)
+      result = _finished(config, workdir, name, seed)
       if result is None:
         continue
       row = result_row(config, name, seed, result["test"])
@@ -232,7 +271,7 @@ def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
 def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
   """Trains every (row, seed) of the config not finished yet, in order; returns the CSV rows."""
   from lix_jax.train import experiment  # noqa: PLC0415
-  names = list(config.benchmark.rows)
+  names = [ALIASES.get(n, n) for n in config.benchmark.rows]
   for name in names:
     get_row(name)  # Every name checked before hours of training.
   repeated = sorted({n for n in names if names.count(n) > 1})
@@ -259,15 +298,16 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
 
 def _write_pictures(config, workdir: str) -> None:
   """Prediction grid, CKA bars and DWC weight maps of the first seed's teacher, CE student and
-  LIX student (unlabelled regime), when those runs are finished; the class-balanced LIX student
-  joins the grid and the CKA bars when its run is finished too."""
+  LIX student (default config, unlabelled regime), when those runs are finished; the first
+  formulation's LIX student (`unlabeled/lix_dynamic`) joins the grid and the CKA bars when its run
+  is finished too."""
   from lix_jax.train import report  # noqa: PLC0415
   seed = config.benchmark.seeds[0]
   runs = {"teacher": ("teacher", "teacher"), "student": ("none", "student"),
           "LIX student": ("unlabeled/lix", "distill")}
-  if all(_finished(workdir, name, seed) is not None for name, _ in runs.values()):
-    if _finished(workdir, "unlabeled/lix_balanced", seed) is not None:
-      runs["balanced LIX"] = ("unlabeled/lix_balanced", "distill")
+  if all(_finished(config, workdir, name, seed) is not None for name, _ in runs.values()):
+    if _finished(config, workdir, "unlabeled/lix_dynamic", seed) is not None:
+      runs["LIX, dynamic DWC"] = ("unlabeled/lix_dynamic", "distill")
     dirs = {label: (os.path.join(workdir, run_dir(name, seed)), role)
             for label, (name, role) in runs.items()}
     lix = get_row("unlabeled/lix")
@@ -332,6 +372,59 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def per_seed_markdown(rows: list[dict[str, Any]], regime: str, lix: str = "lix") -> str:
+  """LIX minus each other student row of `regime`, per seed, in test-mIoU points (2 decimals).
+
+  `lix` names the row (`<regime>/<lix>` in `ROWS`) the others are subtracted from; the columns are
+  the other rows of `summarize`'s table for that regime, headed by their `method`; a cell is empty
+  where that row lacks the seed. The last line counts the seeds on which LIX is ahead. Returns ""
+  when `rows` hold no LIX run of the regime."""
+  def by_seed(row: Row) -> dict[int, float]:
+    return {int(r["seed"]): 100 * float(r["miou"]) for r in rows if _matches(row, r, regime)}
+
+  target = get_row(f"{regime}/{lix}")
+  ours = by_seed(target)
+  if not ours:
+    return ""
+  others = [row for row in ROWS.values() if row.model == "student" and row is not target
+            and (row.regime == regime or row is ROWS["none"]) and by_seed(row)]
+  others.sort(key=lambda row: row is not ROWS["none"])  # The CE student first, as in the table.
+  columns = [(row.method, by_seed(row)) for row in others]
+  seeds = sorted(ours)
+  lines = [f"| seed | {lix} (%) | " + " | ".join(f"{lix} − {m}" for m, _ in columns) + " |",
+           "|" + "---|" * (2 + len(columns))]
+  for seed in seeds:
+    cells = [f"{ours[seed] - values[seed]:+.2f}" if seed in values else "" for _, values in columns]
+    lines.append(f"| {seed} | {ours[seed]:.2f} | " + " | ".join(cells) + " |")
+  ahead = [f"{sum(ours[s] > v[s] for s in seeds if s in v)} of {sum(s in v for s in seeds)}"
+           for _, v in columns]
+  lines.append("| ahead on | | " + " | ".join(ahead) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict[str, Any]], name: str, field: str = "") -> str:
+  """How prose quotes row `name` (a `ROWS` key) of a results file, as the tables round it.
+
+  `field`: "" = "mean ± std" (the table's cell), "mean" (1 decimal), "mean2" (2 decimals), "gap"
+  (the table's "gap closed" cell), "seeds" (each seed's test mIoU, 1 decimal, by seed) or
+  "iou_<class>" (that class's mean test IoU, 1 decimal)."""
+  row = get_row(name)
+  regime = "-" if row.model == "teacher" else row.regime
+  if row is ROWS["none"]:
+    regime = "unlabeled"
+  group = [r for r in rows if _matches(row, r, regime)]
+  if field == "seeds":
+    group.sort(key=lambda r: int(r["seed"]))
+    return ", ".join(f"{100 * float(r['miou']):.1f}" for r in group)
+  if field.startswith("iou_"):
+    return f"{100 * np.mean([float(r[field]) for r in group]):.1f}"
+  entry = next(e for e in summarize(rows)
+               if e["regime"] == regime and e["label"] == (row.label or row.method))
+  return {"": f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}",
+          "mean": f"{100 * entry['mean']:.1f}", "mean2": f"{100 * entry['mean']:.2f}",
+          "gap": "" if entry["gap"] is None else f"{100 * entry['gap']:.0f} %"}[field]
+
+
 def bar_chart(rows: list[dict[str, Any]], path: str) -> None:
   """benchmark.png: mean ± std test mIoU per table line (teachers grey)."""
   from lix_jax import viz  # noqa: PLC0415 (matplotlib only when a chart is drawn)
@@ -351,8 +444,47 @@ def read_csv(path: str) -> list[dict[str, Any]]:
   return rows
 
 
-if __name__ == "__main__":
-  csv_rows = read_csv(sys.argv[1] if len(sys.argv) > 1 else "results/benchmark.csv")
+def _run_key(r: dict[str, Any]) -> tuple:
+  return tuple(str(r[k]) for k in ("model", "method", "fusion", "x_modality", "regime", "seed"))
+
+
+def merge_csv(into: str, new: str) -> list[dict[str, Any]]:
+  """Appends to the results file `into` the rows of `new` (a benchmark workdir's benchmark.csv)
+  whose run (model, method, fusion, X, regime, seed) `into` lacks; returns the appended rows.
+  A run already in `into` is kept as it is (the committed figure stays the one quoted)."""
+  with open(into, newline="") as f:
+    text = f.read()
+  rows = read_csv(into)
+  have = {_run_key(r) for r in rows}
+  added = [r for r in read_csv(new) if _run_key(r) not in have]
+  if added:
+    columns = list(rows[0])
+    terminator = "\r\n" if "\r\n" in text else "\n"
+    with open(into, "a", newline="") as f:
+      csv.DictWriter(f, fieldnames=columns, lineterminator=terminator,
+                     extrasaction="raise").writerows(added)
+  return added
+
+
+def main(argv: list[str]) -> None:
+  """`python -m lix_jax.train.benchmark CSV [CHART.png] [--per-seed=REGIME] [--merge=NEW.csv]`:
+  the README's table of CSV (and its chart); with `--per-seed` the per-seed LIX-minus-baseline
+  table of REGIME instead; with `--merge` first append NEW.csv's runs that CSV lacks."""
+  args = [a for a in argv if not a.startswith("--")]
+  regimes = [a.split("=", 1)[1] for a in argv if a.startswith("--per-seed=")]
+  path = args[0] if args else "results/benchmark.csv"
+  for new in (a.split("=", 1)[1] for a in argv if a.startswith("--merge=")):
+    for r in merge_csv(path, new):
+      print(f"added {r['model']} {r['method']} {r['regime']} seed {r['seed']}: test mIoU "
+            f"{100 * float(r['miou']):.2f}", file=sys.stderr)
+  csv_rows = read_csv(path)
+  if regimes:
+    print(per_seed_markdown(csv_rows, regimes[0]), end="")
+    return
   print(table_markdown(csv_rows), end="")
-  if len(sys.argv) > 2:
-    bar_chart(csv_rows, sys.argv[2])
+  if len(args) > 1:
+    bar_chart(csv_rows, args[1])
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -15,7 +15,9 @@ best ones). Steps saved without metrics, or whose metrics lack a finite `miou`, 
 are kept only while they are among the latest.
 
 Resume (`restore_latest`) tries the steps newest first and takes the first one that restores and
-whose checksum matches: orbax does not notice a truncated file until restore, nor a flipped bit
+whose checksum matches. Only corruption is skipped: a step whose saved state has another structure
+or shape than the requested one (a changed config) raises `StateMismatchError` before anything is
+moved. Corruption is what remains: orbax does not notice a truncated file until restore, nor a flipped bit
 in an OCDBT data file at all (it restores wrong values silently). Every skipped step is logged
 with its reason and listed in `Checkpointer.skipped`. Interrupted saves
 (`<step>.orbax-checkpoint-tmp`) are never listed by orbax and are removed at start-up.
@@ -161,6 +163,71 @@ class ChecksumError(ValueError):
   """A restored state does not match the checksum stored with it."""
 
 
+class StateMismatchError(ValueError):
+  """A checkpoint holds a state of another structure or shape: a config (or code) change, which is
+  an error to report, never corruption to skip (DESIGN §6)."""
+
+
+def _path_str(path) -> str:
+  """A tree path as "a/b/0/c", the same for orbax's metadata dicts and the TrainState dataclass."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def state_mismatch(stored_tree: Any, abstract_state: Any) -> str | None:
+  """The first leaf whose presence or shape differs between a checkpoint and the requested state.
+
+  Args:
+    stored_tree: the `tree` of orbax's item metadata of a saved state (leaves have `.shape`).
+    abstract_state: the requested state (arrays or ShapeDtypeStructs).
+
+  Returns:
+    None when every array leaf has the same path and shape; else a short description. Typed PRNG
+    keys are left out (orbax stores them as their uint32 key data).
+  """
+  def is_key(leaf):
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key)
+
+  wanted = {_path_str(p): tuple(np.shape(x)) for p, x in
+            jax.tree_util.tree_leaves_with_path(abstract_state) if not is_key(x)}
+  keys = {_path_str(p) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state) if is_key(x)}
+  stored = {_path_str(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(stored_tree)
+            if _path_str(p) not in keys}
+  for name in sorted(set(wanted) | set(stored)):
+    if name not in stored:
+      return f"{name} is missing from the checkpoint (requested shape {list(wanted[name])})"
+    if name not in wanted:
+      return f"{name} (shape {list(stored[name])}) is not in the requested state"
+    if stored[name] != wanted[name]:
+      return f"{name} has shape {list(stored[name])}, requested {list(wanted[name])}"
+  return None
+
+
+def _check_structure(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
+                     where: str) -> None:
+  """Raises StateMismatchError when step's saved state has another structure than requested.
+
+  Unreadable metadata is left to the restore itself (and then counts as corruption)."""
+  try:
+    with ocp.PyTreeCheckpointer() as reader:
+      path = os.path.join(os.fspath(mngr.directory), str(step), STATE_ITEM)
+      stored_tree = reader.metadata(path).item_metadata.tree
+  except Exception:  # noqa: BLE001  (unreadable metadata: the restore reports the corruption)
+    return
+  mismatch = state_mismatch(stored_tree, abstract_state)
+  if mismatch is not None:
+    raise StateMismatchError(
+        f"checkpoint step {step} in {where} holds a state of another structure ({mismatch}): "
+        "the config (or lix_jax's model code) differs from the run's; nothing was moved")
+
+
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
                   data_iters: Mapping[str, Any] | None, verify: bool) -> Any:
   """Restores one step (data iterators in place) and verifies its checksum; raises on failure."""
@@ -188,6 +255,7 @@ def _restore_newest_good(mngr: ocp.CheckpointManager, steps: list[int], abstract
   skipped: list[tuple[int, str]] = []
   saved_positions = {k: it.get_state() for k, it in (data_iters or {}).items()}
   for step in steps:
+    _check_structure(mngr, step, abstract_state, where)  # A config change, never "corruption".
     try:
       state = _restore_step(mngr, step, abstract_state, data_iters, verify)
       reason = None
@@ -341,6 +409,26 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def stored_config(directory: str | os.PathLike) -> dict[str, Any] | None:
+  """The config item of the newest step in a checkpoint directory that has a readable one.
+
+  For workdirs whose `config.json` is missing (a run killed before writing it, or copied without
+  it). None when there is no step or no step's config can be read."""
+  directory = os.path.abspath(os.fspath(directory))
+  if not os.path.isdir(directory):
+    return None
+  options = ocp.CheckpointManagerOptions(create=False, cleanup_tmp_directories=False,
+                                         enable_async_checkpointing=False)
+  with contextlib.closing(ocp.CheckpointManager(directory, options=options)) as mngr:
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        return mngr.restore(step, args=ocp.args.Composite(
+            **{CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM]
+      except Exception:  # noqa: BLE001  (an unreadable item: try the next older step)
+        continue
+  return None
 
 
 def restore_state_only(directory: str | os.PathLike, abstract_state: Any, *,

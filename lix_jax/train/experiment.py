@@ -16,8 +16,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from lix_jax import config as config_lib
+from lix_jax import models
 from lix_jax import viz
-from lix_jax.train import loop, report
+from lix_jax.train import loop, reliability, report
 
 RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
 
@@ -34,17 +36,41 @@ def student_config(config, method: str, seed: int, teacher_workdir: str) -> ml_c
   return c
 
 
-def finished_result(workdir: str) -> dict[str, Any] | None:
-  """The `final_metrics.json` of a finished run with both splits evaluated, else None.
+def finished_result(workdir: str, config=None, role: str | None = None,
+                    num_steps: int | None = None) -> dict[str, Any] | None:
+  """The `final_metrics.json` of a finished run that may be re-used for `config`, else None.
 
   A run whose file lacks the validation metrics is not finished: training it again resumes at
-  its last step and only evaluates (`loop.train`)."""
+  its last step and only evaluates (`loop.train`). With `config` and `role` (DESIGN §6 re-use
+  rule), the run's stored config must equal the requested one up to the keys that only extend or
+  observe a run, else `ConfigMismatchError` names the keys (exit 2); a run shorter than
+  `num_steps` (default `config.train.num_steps`) is not finished (training extends it), and
+  `train.restart=True` never re-uses (training starts over).
+  """
   path = os.path.join(workdir, "final_metrics.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
     result = json.load(f)
-  return result if result.get("validation") and result.get("test") else None
+  if not (result.get("validation") and result.get("test")):
+    return None
+  if config is None:
+    return result
+  if config.train.restart:
+    return None
+  stored = reliability.stored_config(workdir)
+  if stored is None:
+    raise config_lib.ConfigMismatchError(
+        f"{workdir} holds a finished run without config.json, so it cannot be checked against the "
+        "requested config; choose another --workdir or add --config.train.restart=True")
+  config_lib.check_same_run(stored, config, role, where=workdir, finished=True)
+  wanted = int(num_steps if num_steps is not None else config.train.num_steps)
+  return result if int(result.get("step", 0)) >= wanted else None
+
+
+def role_of(method: str | None) -> str:
+  """The trainer role of a pipeline run: None = teacher, "none" = plain student, else distill."""
+  return "teacher" if method is None else ("student" if method == "none" else "distill")
 
 
 def prepare_sources(config) -> None:
@@ -57,11 +83,11 @@ def prepare_sources(config) -> None:
 
 def run_role(config, workdir: str, method: str | None, *, num_steps=None) -> dict[str, Any]:
   """Trains (or resumes, or re-uses a finished) run; `method` None = teacher, "none" = plain student."""
-  result = finished_result(workdir)
+  role = role_of(method)
+  result = finished_result(workdir, config, role, num_steps)
   if result is not None:
     logging.info("Re-using the finished run in %s", workdir)
     return result
-  role = "teacher" if method is None else ("student" if method == "none" else "distill")
   return loop.train(config, workdir, role, num_steps=num_steps)
 
 
@@ -100,10 +126,43 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+# What a run's stored config supplies to mode=eval / predict (DESIGN §6): the sections that shape
+# the run (networks, optimiser = the restored state's structure, method = the adapters, the data it
+# was trained on, its paths) and the seed.
+STORED_SECTIONS = ("data", "train", "optim", "teacher", "student", "distill")
+
+
+def stored_run_config(config, workdir: str, overrides=()) -> ml_collections.ConfigDict:
+  """The config to evaluate or predict with the run in `workdir`.
+
+  The run's `config.json` supplies what the command line does not set: every key of
+  `STORED_SECTIONS` and `seed` comes from it, except the keys in `overrides` (the command line's
+  explicit `--config.*` values, flat dotted names); everything else (`mode`, `eval.*`,
+  `predict.*`, keys newer than the run) comes from `config`. Without a stored config, `config`.
+  """
+  stored = reliability.stored_config(workdir)
+  if stored is None:
+    return config
+  known = config_lib.flatten(config)
+  values = {k: v for k, v in config_lib.flatten(stored).items()
+            if k in known and k not in overrides
+            and (k == "seed" or k.split(".", 1)[0] in STORED_SECTIONS)}
+  changed = sorted(k for k, v in values.items() if v != known[k])
+  if changed:
+    logging.info("From %s/config.json: %s", workdir, ", ".join(changed))
+  return config_lib.with_overrides(config, values)
+
+
 def load_variables(config, workdir: str, role: str):
-  """(model, variables) of the newest good checkpoint in `workdir`, on the host."""
+  """(model, variables) of the newest good checkpoint in `workdir`, on the host.
+
+  A distilled student ("distill") is restored without its teacher: the distillation state's
+  adapter shapes come from the teacher network of `config.teacher` (shapes only, `jax.eval_shape`),
+  not from the teacher's checkpoint, so `distill.teacher_workdir` may be empty or gone.
+  """
   model, teacher, _ = loop.build_networks(config, role, len(loop.class_names(config)))
-  teacher_vars = loop.restore_teacher(config, teacher) if role == "distill" else None
+  teacher_vars = (models.abstract_init(teacher, tuple(config.data.crop_hw))[0]
+                  if role == "distill" else None)
   return model, loop.restore_variables(config, workdir, role, model, teacher=teacher,
                                        teacher_vars=teacher_vars)
 

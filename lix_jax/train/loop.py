@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -21,7 +22,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lix_jax import config as config_lib
 from lix_jax import data as data_lib
+from lix_jax import export as export_lib
 from lix_jax import losses
 from lix_jax import models
 from lix_jax.data import geometry, pipeline
@@ -93,15 +96,27 @@ def _adapters_for(config, student, teacher, student_vars, teacher_vars):
   return models.networks.Adapters(out_channels={t: int(t_taps[t].shape[-1]) for t in taps}), s_taps
 
 
-def init_state(config, role: str, model, *, teacher=None, teacher_vars=None, num_steps: int):
-  """Initialises a host TrainState (and the adapters module for distillation)."""
+def init_state(config, role: str, model, *, teacher=None, teacher_vars=None, num_steps: int,
+               pretrained: bool = True):
+  """Initialises a host TrainState (and the adapters module for distillation).
+
+  With `pretrained` and the role's `teacher.pretrained` / `student.pretrained` set (distill: the
+  student's), the encoder(s) start from those ImageNet weights (`models.load_imagenet_encoders`).
+  A resumed run restores its checkpoint over this state afterwards.
+  """
   # The "rbg" PRNG only for initialisation: threefry initialisers take ~3x longer to compile on
   # CPU. The state's own rng (dropout-style randomness, if any) stays threefry.
   init_rng, adapter_rng = jax.random.split(jax.random.key(config.seed, impl="rbg"))
   state_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   image, x = _dummy_inputs(config)
   inputs = (image, x) if role == "teacher" else (image,)
+  weights = ((config.teacher if role == "teacher" else config.student).get("pretrained", "")
+             if pretrained else "")
+  if weights:
+    models.check_imagenet_fit(model, weights)  # A wrong path fails before the compile.
   variables = jax.jit(functools.partial(model.init, train=False))(init_rng, *inputs)
+  if weights:
+    variables = models.load_imagenet_encoders(model, variables, weights)
   params = variables["params"]
   adapters = None
   if role == "distill":
@@ -124,7 +139,9 @@ def model_variables(state, role: str) -> dict[str, Any]:
 
 def restore_variables(config, workdir: str, role: str, model, *, teacher=None, teacher_vars=None):
   """Model variables of the newest good checkpoint of a `role` run in `workdir`, on the host."""
-  state, _ = init_state(config, role, model, teacher=teacher, teacher_vars=teacher_vars, num_steps=1)
+  # The checkpoint replaces every weight: no ImageNet file is read (it may be gone by now).
+  state, _ = init_state(config, role, model, teacher=teacher, teacher_vars=teacher_vars, num_steps=1,
+                        pretrained=False)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   return model_variables(ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"), abstract),
                          role)
@@ -140,6 +157,9 @@ def restore_teacher(config, teacher):
     # Checked before the teacher is built (and compiled), so that a typo fails fast.
     raise FileNotFoundError(f"distill.teacher_workdir={workdir!r} has no checkpoints/ directory "
                             "(train the teacher there first with mode=train_teacher)")
+  stored = reliability.stored_config(workdir)
+  if stored is not None:
+    config_lib.check_teacher(stored, config, where=f"distill.teacher_workdir={workdir}")
   return restore_variables(config, workdir, "teacher", teacher)
 
 
@@ -150,6 +170,36 @@ def check_has_depth(config, split: str = "train", num_examples: int = 4) -> None
     raise ValueError(f"data.name={config.data.name!r} split {split!r} has no depth (all-zero depth "
                      f"maps): a teacher needs X = {config.data.x_modality}. Add the dataset's depth "
                      "files (see its builder) or train a student only (mode=train_student).")
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    multihost_utils.sync_global_devices(name)
+
+
+def prepare_workdir(config, workdir: str, role: str) -> None:
+  """Refuses to resume a run of another config, or starts over when asked (DESIGN §6).
+
+  The requested config is compared with the one stored in `workdir` (`config.json`, else the
+  newest checkpoint's config item) before anything is built, moved or written: a change of a key
+  that shapes the run raises `ConfigMismatchError` naming the keys (exit 2); keys that extend or
+  observe a run (`config_lib.OBSERVE_KEYS`) may change. `train.restart=True` moves the old run to
+  `previous_<time>/` instead (process 0; the others wait).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  if config.train.restart:
+    if jax.process_index() == 0 and reliability.has_run(workdir):
+      reliability.move_to_previous(workdir)
+    _sync("lix_jax restart")
+    return
+  if not reliability.has_run(workdir):
+    return
+  stored = reliability.stored_config(workdir)
+  if stored is None:
+    stored = ckpt_lib.stored_config(os.path.join(workdir, "checkpoints"))
+  if stored is not None:
+    config_lib.check_same_run(stored, config, role, where=workdir)
 
 
 def _per_host(global_size: int, name: str) -> int:
@@ -175,10 +225,13 @@ def make_train_iters(config, role: str) -> dict[str, Any]:
 
 
 def next_batch(iters) -> dict[str, np.ndarray]:
-  batch = {k: v for k, v in next(iters["train"]).items() if k in ("image", "x", "label")}
+  """The step's batch: labelled `image`, `x`, `label`, `valid` (the crops' padding mask) and, with
+  an unlabelled stream, `unlabeled_image`, `unlabeled_x`, `unlabeled_valid`."""
+  batch = {k: v for k, v in next(iters["train"]).items() if k in ("image", "x", "label", "valid")}
   if "unlabeled" in iters:
     u = next(iters["unlabeled"])
     batch["unlabeled_image"], batch["unlabeled_x"] = u["image"], u["x"]
+    batch["unlabeled_valid"] = u["valid"]
   return batch
 
 
@@ -229,7 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   """
   _check_config(config, role)
   num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
-  os.makedirs(workdir, exist_ok=True)
+  prepare_workdir(config, workdir, role)
   is_chief = jax.process_index() == 0
   names = class_names(config)
   num_classes = len(names)
@@ -247,26 +300,26 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   iters = make_train_iters(config, role)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored, start_step = checkpointer.restore_latest(abstract, data_iters=iters)
+  # Restored as global replicated arrays, the form saved: the same on one host or many.
+  restored, start_step = checkpointer.restore_latest(dp.abstract(state), data_iters=iters)
   start_step = int(start_step or 0)
   if restored is not None:
     state = restored
     logging.info("Resumed %s from step %d of %s", role, start_step, workdir)
   newer_bad = [s for s, _ in checkpointer.skipped if s > start_step]
   if newer_bad:
-    # Otherwise the bad steps would block the saves of these steps (existing steps are kept).
+    # Corrupt steps only (a changed config raised above): otherwise they would block the saves of
+    # these steps (existing steps are kept).
     if is_chief:
       reliability.set_aside(ckpt_dir, newer_bad)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # noqa: PLC0415
-      multihost_utils.sync_global_devices("lix_jax set aside bad checkpoints")
+    _sync("lix_jax set aside bad checkpoints")
     checkpointer.close()
     checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   if is_chief:
     reliability.keep_log_until(os.path.join(workdir, "metrics.jsonl"), start_step)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=1, default=list)
+    run_config = config.to_dict()
+    run_config["train"]["num_steps"] = num_steps  # A pipeline's teacher runs its own length.
+    reliability.write_config(workdir, run_config)
 
   uses_x = role == "teacher"
   if role == "distill":
@@ -311,6 +364,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
   t_last, steps_since = time.perf_counter(), 0
   bar = metrics_lib.progress(num_steps, desc=f"{role} {os.path.basename(workdir)}",
                              initial=start_step, enabled=config.train.progress and is_chief)
+  # Cluster logs (stderr not a terminal, so no bar): one line every `train.log_every` steps.
+  log_lines = is_chief and not (config.train.progress and sys.stderr.isatty())
+  t_start = time.perf_counter()
   try:
     with reliability.StopFlag() as stop:
       for step in range(start_step + 1, num_steps + 1):
@@ -332,6 +388,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
                          images_per_s=steps_since * batch_images / max(elapsed, 1e-9))
           writer.write_scalars(step, scalars)
           bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_s']:.0f}")
+          if log_lines:
+            logging.info("%s", progress_line(role, step, num_steps, scalars, start_step,
+                                             time.perf_counter() - t_start))
           t_last, steps_since = time.perf_counter(), 0
         if step % config.train.eval_every == 0 or step == num_steps:
           val_metrics = evaluate(config, dp, eval_fn, model_variables(state, role),
@@ -358,6 +417,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
       result["test"] = evaluate(config, dp, eval_fn, model_variables(state, role),
                                 config.data.test_split)
       if is_chief:
+        # The deployable network (DESIGN §6 "Export"), before final_metrics.json marks the run
+        # finished: a run killed in between re-exports when rerun.
+        export_lib.export_run(config, workdir, role, dp.fetch(model_variables(state, role)))
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
           json.dump(result, f, indent=1, default=to_json)
       if stop.signal:
@@ -370,6 +432,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, role: str,
     checkpointer.close()  # Waits for a save in flight: a finished save is never lost.
     iters.clear()  # Iterators alive at exit print noise (STACK_FACTS §2).
   return result
+
+
+def progress_line(role: str, step: int, num_steps: int, scalars: dict[str, float],
+                  start_step: int, elapsed_s: float) -> str:
+  """`teacher step 50/800 (6 %) loss 1.2345 images/s 123 ETA 0:05:12` for logs without a bar; the
+  ETA extrapolates this process's mean step time since it started (or resumed)."""
+  done = max(step - start_step, 1)
+  eta = int(round(elapsed_s / done * (num_steps - step)))
+  loss = scalars.get("loss")
+  loss_text = "nan" if loss is None or not np.isfinite(loss) else f"{loss:.4f}"
+  return (f"{role} step {step}/{num_steps} ({100 * step // max(num_steps, 1)} %) loss {loss_text} "
+          f"images/s {scalars.get('images_per_s', 0.0):.0f} "
+          f"ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
 
 
 def to_json(value):

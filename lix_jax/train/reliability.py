@@ -2,7 +2,9 @@
 
 `StopFlag` turns SIGTERM/SIGINT into a flag the loop reads after each step, so a preempted job
 finishes its step, checkpoints and raises `Preempted`; `keep_log_until` and `set_aside` make a
-resumed run log each step once and re-save over checkpoints that failed to restore.
+resumed run log each step once (moving, never dropping, lines past the resumed step) and re-save
+over checkpoints that failed to restore; `stored_config`, `has_run` and `move_to_previous` let the
+loop refuse a changed config and start over only when asked (`train.restart`).
 """
 from __future__ import annotations
 
@@ -50,25 +52,100 @@ class StopFlag:
       signal.signal(sig, handler)
 
 
-def keep_log_until(path: str, last_step: int) -> None:
-  """Drops the lines of `metrics.jsonl` after `last_step` (and any torn last line).
+def keep_log_until(path: str, last_step: int) -> str | None:
+  """Keeps the lines of `metrics.jsonl` up to `last_step`; later ones go to a side file.
 
   A resumed run redoes the steps after its checkpoint; without this they would be logged twice
-  (a crash or a skipped corrupt checkpoint leaves lines newer than the step resumed from).
+  (a crash or a skipped corrupt checkpoint leaves lines newer than the step resumed from). The
+  lines past `last_step` are moved, not dropped, to `metrics.after_<last_step>.jsonl` beside it
+  (appended to, if an earlier resume from the same step made one). A line torn by a kill
+  mid-write goes there too.
+
+  Returns:
+    The side file's path, or None when nothing was past `last_step`.
   """
   if not os.path.exists(path):
-    return
-  kept = []
+    return None
+  kept, later = [], []
   with open(path, encoding="utf-8") as f:
     for line in f:
+      line = line if line.endswith("\n") else line + "\n"
       try:
-        if int(json.loads(line)["step"]) <= last_step:
-          kept.append(line if line.endswith("\n") else line + "\n")
+        keep = int(json.loads(line)["step"]) <= last_step
       except (ValueError, KeyError, TypeError):
-        pass  # A line torn by a kill mid-write.
+        keep = False
+      (kept if keep else later).append(line)
+  if not later:
+    return None
+  side = os.path.join(os.path.dirname(path), f"metrics.after_{last_step}.jsonl")
+  with open(side, "a", encoding="utf-8") as f:
+    f.writelines(later)
+    f.flush()
+    os.fsync(f.fileno())
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.writelines(kept)
   os.replace(path + ".tmp", path)
+  logging.warning("metrics.jsonl: %d line(s) past step %d moved to %s", len(later), last_step, side)
+  return side
+
+
+# Files and folders that make up a run in a workdir (moved together by `move_to_previous`).
+RUN_FILES = ("checkpoints", "checkpoints_skipped", "metrics.jsonl", "final_metrics.json",
+             "config.json", "tb", "export")
+
+
+def has_run(workdir: str) -> bool:
+  """Whether `workdir` holds (part of) a run: checkpoints, logged steps or final metrics."""
+  ckpt = os.path.join(workdir, "checkpoints")
+  return (os.path.isdir(ckpt) and bool(os.listdir(ckpt))) or any(
+      os.path.exists(os.path.join(workdir, f)) for f in ("metrics.jsonl", "final_metrics.json"))
+
+
+def stored_config(workdir: str) -> dict | None:
+  """The config the run in `workdir` was trained with (`config.json`), or None if none is stored.
+
+  Raises:
+    ValueError: `config.json` exists but is not valid JSON (named).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); it records the config of the run in "
+                     f"{workdir}: restore it, or start over with --config.train.restart=True") from e
+
+
+def write_config(workdir: str, config_dict: dict) -> None:
+  """Writes `config.json` atomically."""
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(config_dict, f, indent=1, default=list)
+  os.replace(path + ".tmp", path)
+
+
+def move_to_previous(workdir: str) -> str | None:
+  """Moves the run in `workdir` (`RUN_FILES` and `metrics.after_*`) to `previous_<time>/`.
+
+  Returns:
+    The new folder, or None when there was nothing to move.
+  """
+  names = [f for f in os.listdir(workdir) if f in RUN_FILES or f.startswith("metrics.after_")]
+  if not names:
+    return None
+  target = os.path.join(workdir, f"previous_{time.strftime('%Y%m%d-%H%M%S')}")
+  suffix = 0
+  while os.path.exists(target + (f"_{suffix}" if suffix else "")):
+    suffix += 1
+  target += f"_{suffix}" if suffix else ""
+  os.makedirs(target)
+  for name in names:
+    os.replace(os.path.join(workdir, name), os.path.join(target, name))
+  logging.warning("train.restart=True: moved the previous run of %s (%s) to %s", workdir,
+                  ", ".join(sorted(names)), target)
+  return target
 
 
 def set_aside(checkpoint_dir: str, steps: list[int]) -> None:

@@ -62,7 +62,8 @@ def write_report(config, workdir: str, runs: Mapping[str, tuple[str, str]], num:
            "ground truth": viz.colorize(np.asarray(batch["label"][i]))}
     row.update({name: viz.colorize(np.argmax(logits[i], -1)) for name, (logits, _) in outputs.items()})
     rows.append(row)
-  viz.save_png(os.path.join(workdir, "predictions", "grid.png"), viz.prediction_grid(rows, list(rows[0])))
+  viz.save_png(os.path.join(workdir, "predictions", "grid.png"), viz.prediction_grid(
+      rows, list(rows[0]), legend=viz.class_legend(loop.class_names(config))))
 
   teacher_logits, teacher_taps = outputs["teacher"]
   cka = {tap: {} for tap in TAPS}

@@ -18,6 +18,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from lix_jax.data import pipeline
 
 AXIS = "data"
+
+
+def _host_value(x) -> np.ndarray:
+  """A NumPy copy of a host value, a single-device array or a global replicated array."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
 BACKENDS = ("shard_map", "pmap")
 
 
@@ -59,13 +66,22 @@ class DataParallel:
     self.mesh = mesh
     self.backend = backend
     self.num_devices = mesh.devices.size
-    self._local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    # pmap takes the same *global* device list on every process (each feeds its local ones);
+    # a per-process list would make each process its own smaller world (STACK_FACTS §6).
+    self._devices = list(mesh.devices.flat)
+    self._local_devices = [d for d in self._devices if d.process_index == jax.process_index()]
 
   # --- placement -------------------------------------------------------------------------------
   def replicate(self, tree):
-    """Copies a host (or single-device) pytree onto every device of the mesh."""
+    """Copies a host, single-device or global replicated pytree onto every device of the mesh
+    (for pmap: this process's devices, stacked on a leading axis)."""
     if self.backend == "pmap":
-      return flax.jax_utils.replicate(tree, devices=self._local_devices)
+      return flax.jax_utils.replicate(jax.tree.map(_host_value, tree), devices=self._local_devices)
+    return self.global_replicated(tree)
+
+  def global_replicated(self, tree):
+    """The pytree as global arrays replicated over the whole mesh (`NamedSharding(mesh, P())`):
+    the form checkpoints save and restore on one host or many."""
     sharding = NamedSharding(self.mesh, P())
 
     def put(x):
@@ -73,10 +89,16 @@ class DataParallel:
         return x  # Already a global array.
       # Fresh buffers from a host copy: `device_put` may alias the source, which donation would
       # then delete (STACK_FACTS §4).
-      x = np.asarray(x)
+      x = _host_value(x)
       return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
     return jax.tree.map(put, tree)
+
+  def abstract(self, tree):
+    """ShapeDtypeStructs of `tree` placed as `global_replicated` places it (restore targets)."""
+    sharding = NamedSharding(self.mesh, P())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding),
+                        tree)
 
   def shard_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This host's slice of the global batch -> arrays sharded on their leading axis."""
@@ -96,9 +118,11 @@ class DataParallel:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
   def unreplicate(self, tree):
-    """The single-copy form of a replicated state (what the 1-device code and checkpoints use)."""
+    """The single-copy form of a replicated state, as global arrays (what checkpoints save: orbax
+    refuses process-local arrays on several processes)."""
     if self.backend == "pmap":
-      return flax.jax_utils.unreplicate(tree)
+      return self.global_replicated(jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0]
+                                                 if isinstance(x, jax.Array) else x[0], tree))
     return tree
 
   # --- steps -----------------------------------------------------------------------------------
@@ -114,7 +138,7 @@ class DataParallel:
     """
     if self.backend == "pmap":
       return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=tuple(donate_argnums),
-                      devices=self._local_devices)
+                      devices=self._devices)
 
     def wrapped(*args):
       in_specs = tuple(P(AXIS) if i in batch_argnums else P() for i in range(len(args)))

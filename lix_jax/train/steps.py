@@ -6,6 +6,14 @@ BatchNorm statistics are synchronised by the models' `bn_axis_name`, and gradien
 `pmean`-ed. With `shard_map(check_vma=False)` the per-shard gradient of a globally reduced loss,
 `pmean`-ed, is exactly the one-device gradient (tests/test_steps.py checks 8 devices == 1).
 
+Padding is never a target (DESIGN §5). A train batch may carry `valid` (bool `[B, H, W]`, False on
+the padding of a scaled crop) and, with unlabelled frames, `unlabeled_valid`; a missing mask means
+every pixel is valid. Labels are set to 255 wherever `valid` is False (the pipeline already writes
+255 there), the unlabelled targets are `teacher_targets(teacher_logits, unlabeled_valid)`, and the
+feature losses get the masks of all images (resized by nearest neighbour to each tap). So CE and
+every logit loss on labelled and unlabelled frames, and every feature loss at every tap, are the
+losses of the valid pixels alone.
+
 Static arguments (models, method, loss weights) are bound with `functools.partial` by the caller.
 A step whose loss or gradient is not finite leaves the state unchanged and reports `nonfinite=1`
 and which loss terms were bad, so the loop can stop with a message naming the term.
@@ -46,15 +54,35 @@ def _guarded_update(state: TrainState, grads, batch_stats, terms: Mapping[str, j
   return new_state, metrics
 
 
+def _pixel_valid(batch: Batch, key: str, images: jax.Array) -> jax.Array:
+  """`batch[key]` as a bool `[B, H, W]` mask, or all True when the batch has no such mask."""
+  if key in batch:
+    return batch[key].astype(bool)
+  return jnp.ones(images.shape[:3], bool)
+
+
+def _masked_labels(batch: Batch) -> jax.Array:
+  """The labels with 255 wherever `valid` is False: padding never enters CE or a logit loss."""
+  labels = batch["label"]
+  if "valid" not in batch:
+    return labels
+  ignore = jnp.asarray(losses.IGNORE_INDEX, labels.dtype)
+  return jnp.where(batch["valid"].astype(bool), labels, ignore)
+
+
 def supervised_step(state: TrainState, batch: Batch, *, model, uses_x: bool,
                     axis_name: str | None = "data") -> tuple[TrainState, dict[str, jax.Array]]:
-  """One cross-entropy step of a teacher (`uses_x=True`: RGB + X) or a plain student (RGB)."""
+  """One cross-entropy step of a teacher (`uses_x=True`: RGB + X) or a plain student (RGB).
+
+  `batch`: `image`, `x`, `label` and optionally `valid` (`[B, H, W]`, False on padding).
+  """
   inputs = (batch["image"], batch["x"]) if uses_x else (batch["image"],)
+  labels = _masked_labels(batch)
 
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
     (logits, _), new_vars = model.apply(variables, *inputs, train=True, mutable=["batch_stats"])
-    ce = losses.cross_entropy(logits, batch["label"], axis_name=axis_name)
+    ce = losses.cross_entropy(logits, labels, axis_name=axis_name)
     return ce, new_vars["batch_stats"]
 
   (ce, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -78,7 +106,9 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
     state: params {"student": ..., "adapters": ...}; batch_stats of the student.
     batch: `image`, `x`, `label` (labelled) and, when the config has an unlabelled stream,
       `unlabeled_image`, `unlabeled_x`. The unlabelled frames never carry labels: their DKD/DWLD
-      target class is the teacher's argmax and they get no cross-entropy.
+      target class is the teacher's argmax and they get no cross-entropy. Optional pixel masks
+      `valid` and `unlabeled_valid` (bool `[B, H, W]`, False on padding; default all True)
+      exclude pixels from every loss (module docstring).
     teacher_variables: the frozen teacher's {"params", "batch_stats"} (run in eval mode).
     student, teacher, adapters: flax modules; `adapters` maps student taps to teacher widths.
     method: a name of `losses.METHODS`.
@@ -89,9 +119,13 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
   n_labeled = batch["image"].shape[0]
   has_unlabeled = "unlabeled_image" in batch
   images, xs = batch["image"], batch["x"]
+  labels = _masked_labels(batch)
+  valid = _pixel_valid(batch, "valid", images)
   if has_unlabeled:
+    u_valid = _pixel_valid(batch, "unlabeled_valid", batch["unlabeled_image"])
     images = jnp.concatenate([images, batch["unlabeled_image"]], axis=0)
     xs = jnp.concatenate([xs, batch["unlabeled_x"]], axis=0)
+    valid = jnp.concatenate([valid, u_valid], axis=0)
 
   # The frozen teacher: eval-mode BatchNorm, outside the gradient.
   teacher_logits, teacher_taps = jax.lax.stop_gradient(
@@ -108,16 +142,16 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
         variables, images, train=True, mutable=["batch_stats"])
     s_logits, su_logits = _split(student_logits, n_labeled)
     t_logits, tu_logits = _split(teacher_logits, n_labeled)
-    ce = losses.cross_entropy(s_logits, batch["label"], axis_name=axis_name)
+    ce = losses.cross_entropy(s_logits, labels, axis_name=axis_name)
     terms = {"ce": ce}
     aux = {}
     if spec.logit and spec.logit_on_labeled:
       terms["logit"], aux_l = losses.LOGIT_LOSSES[spec.logit](
-          s_logits, t_logits, batch["label"], cfg=cfg, axis_name=axis_name)
+          s_logits, t_logits, labels, cfg=cfg, axis_name=axis_name)
       aux.update({f"{spec.logit}/{k}": v for k, v in aux_l.items()})
     if spec.logit and has_unlabeled:
-      valid = jnp.ones(tu_logits.shape[:-1], bool)
-      targets = losses.teacher_targets(tu_logits, valid)
+      # The teacher's arg-max on the real pixels; 255 (no target) on the padding.
+      targets = losses.teacher_targets(tu_logits, u_valid)
       terms["logit_unlabeled"], aux_u = losses.LOGIT_LOSSES[spec.logit](
           su_logits, tu_logits, targets, cfg=cfg, axis_name=axis_name)
       aux.update({f"{spec.logit}_unlabeled/{k}": v for k, v in aux_u.items()})
@@ -125,9 +159,10 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
       adapted = {name: student_taps[name] for name in taps}
       if spec.uses_adapters:
         adapted = adapters.apply({"params": params["adapters"]}, adapted)
-      # Feature distillation needs no labels: it covers labelled and unlabelled frames alike.
+      # Feature distillation needs no labels: it covers labelled and unlabelled frames alike, on
+      # their real pixels (the masks are resized to each tap by nearest neighbour).
       terms["feature"], aux_f = losses.feature_distill_loss(
-          spec.feature, adapted, teacher_taps, cfg=cfg, axis_name=axis_name)
+          spec.feature, adapted, teacher_taps, cfg=cfg, valid_mask=valid, axis_name=axis_name)
       aux.update(aux_f)
     total = (ce + lambda_l * (terms.get("logit", 0.0) + lambda_u * terms.get("logit_unlabeled", 0.0))
              + lambda_f * terms.get("feature", 0.0))

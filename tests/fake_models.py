@@ -1,0 +1,27 @@
+"""Shared set-up of the fake-model distillation tests (test_distill_arithmetic, test_padding)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from lix_jax import models
+from lix_jax.train import state as state_lib
+
+
+def distill_setup(student, teacher, *, hw: tuple[int, int], taps, learning_rate: float):
+  """(student, teacher, adapters, teacher variables, distill TrainState) for fake networks: plain
+  SGD (no momentum, no weight decay, constant rate), so one step's update is `-lr * grad`."""
+  image, x = jnp.zeros((1, *hw, 3)), jnp.zeros((1, *hw, 1))
+  t_vars = teacher.init(jax.random.key(1), image, x)
+  s_vars = student.init(jax.random.key(2), image)
+  (_, s_taps), (_, t_taps) = student.apply(s_vars, image), teacher.apply(t_vars, image, x)
+  adapters = models.Adapters(out_channels={tap: t_taps[tap].shape[-1] for tap in taps})
+  a_params = adapters.init(jax.random.key(3), {tap: s_taps[tap] for tap in taps})["params"]
+  tx = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=learning_rate, schedule="constant", warmup_steps=0, momentum=0.0,
+      weight_decay=0.0)), 1)
+  state = state_lib.TrainState.create(params={"student": s_vars["params"], "adapters": a_params},
+                                      batch_stats=s_vars["batch_stats"], tx=tx,
+                                      rng=jax.random.key(4))
+  return student, teacher, adapters, t_vars, state

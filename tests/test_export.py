@@ -1,0 +1,268 @@
+"""Shipping a run (issue 22): jax.export artifacts, predict from them without flax, and eval /
+predict of a distilled student without its teacher.
+
+One module-scoped pair of tiny runs (a 2-step teacher, a 2-step LIX student) feeds every test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMON = ("--config=configs/synthetic.py:tiny", "--config.train.num_steps=2",
+          "--config.train.log_every=1", "--config.train.eval_every=1000",
+          "--config.train.ckpt_every=1000")
+META_KEYS = ("format_version", "lix_jax_version", "kind", "artifacts", "platforms", "inputs",
+             "outputs", "symbolic_dims", "stride", "normalization", "num_classes", "class_names",
+             "palette", "x_modality", "x_channels", "model")
+# Run first in a subprocess: importing flax or lix_jax.models raises ImportError.
+BLOCK_IMPORTS = """
+import atexit, sys
+class _Block:
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] == 'flax' or name == 'lix_jax.models' or name.startswith('lix_jax.models.'):
+      raise ImportError('blocked by the test: ' + name)
+sys.meta_path.insert(0, _Block())
+atexit.register(lambda: print('IMPORTED', sorted(m for m in sys.modules
+                                                 if m.startswith(('flax', 'lix_jax')))))
+"""
+BLOCKER = BLOCK_IMPORTS + """
+import runpy
+sys.argv = ['lix_jax.main'] + sys.argv[1:]
+runpy.run_module('lix_jax.main', run_name='__main__')
+"""
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+              JAX_PLATFORMS="cpu")
+
+
+def run(args, *, python_args=("-m", "lix_jax.main"), timeout=600):
+  proc = subprocess.run([sys.executable, *python_args, *args], cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=timeout)
+  if proc.returncode != 0:
+    raise AssertionError(f"exit {proc.returncode} for {args}:\n{proc.stdout[-2000:]}\n"
+                         f"{proc.stderr[-4000:]}")
+  return proc
+
+
+def _images(folder, sizes=((64, 96), (96, 128), (70, 100))):
+  from PIL import Image
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for i, hw in enumerate(sizes):
+    Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(
+        os.path.join(folder, f"img{i}.png"))
+  return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """(data_dir, teacher workdir, distilled student workdir)."""
+  root = tmp_path_factory.mktemp("export")
+  data_dir, teacher, student = (str(root / n) for n in ("data", "teacher", "student"))
+  run([*COMMON, f"--workdir={teacher}", f"--config.data.data_dir={data_dir}",
+       "--config.mode=train_teacher"])
+  run([*COMMON, f"--workdir={student}", f"--config.data.data_dir={data_dir}",
+       "--config.mode=distill", "--config.distill.method=lix", "--config.distill.unlabeled_split=",
+       f"--config.distill.teacher_workdir={teacher}"])
+  return data_dir, teacher, student
+
+
+def _config(data_dir):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("synthetic", os.path.join(REPO, "configs/synthetic.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("tiny")
+  config.data.data_dir = data_dir
+  return config
+
+
+def _batch(n, hw, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+
+
+def _normalise(image):
+  from lix_jax.data import pipeline
+  return ((image.astype(np.float32) - np.asarray(pipeline.IMAGENET_MEAN, np.float32))
+          * (1 / np.asarray(pipeline.IMAGENET_STD, np.float32)))
+
+
+def test_every_finished_run_writes_its_artifacts_and_meta(runs):
+  _, teacher, student = runs
+  for workdir, kind in ((student, "student"), (teacher, "teacher")):
+    files = sorted(os.listdir(os.path.join(workdir, "export")))
+    assert files == sorted([f"{kind}.jaxexport", f"{kind}.bf16.jaxexport", "meta.json"])
+    with open(os.path.join(workdir, "export", "meta.json")) as f:
+      meta = json.load(f)
+    assert all(k in meta for k in META_KEYS), [k for k in META_KEYS if k not in meta]
+    assert meta["kind"] == kind and meta["stride"] == 32 and meta["num_classes"] == 10
+    assert len(meta["palette"]) == 10 and "cpu" in meta["platforms"]
+    assert meta["inputs"][0]["dtype"] == "uint8" and meta["outputs"][0]["dtype"] == "int32"
+    assert (meta["x_modality"], meta["x_channels"]) == (
+        ("depth", 1) if kind == "teacher" else (None, None))
+  assert json.load(open(os.path.join(student, "export", "meta.json")))["trained_as"] == "distill"
+
+
+def test_exported_student_equals_the_flax_model_at_any_batch_and_size(runs):
+  import jax
+  from lix_jax import export
+  from lix_jax.train import experiment
+  data_dir, _, student = runs
+  model, variables = experiment.load_variables(_config(data_dir), student, "distill")
+  apply = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
+  with open(os.path.join(student, "export", "student.jaxexport"), "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  for n, hw in ((2, (64, 192)), (3, (64, 192)), (2, (96, 128))):  # symbolic batch, H and W
+    image = _batch(n, hw)
+    ref = np.asarray(apply(_normalise(image)))
+    labels, logits = (np.asarray(a) for a in exported.call(image))
+    assert labels.shape == (n, *hw) and labels.dtype == np.int32 and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, ref.argmax(-1))
+  bf16 = export.load(os.path.join(student, "export"), "bfloat16")  # the last batch: 2 x 96x128
+  bf_labels, bf_logits = (np.asarray(a) for a in bf16(image))
+  assert bf_logits.dtype == np.float32 and bf_labels.shape == labels.shape
+  assert (bf_labels == labels).mean() >= 0.99
+
+
+def test_exported_teacher_takes_rgb_and_raw_depth(runs):
+  import jax
+  from lix_jax import export
+  from lix_jax.data import geometry
+  from lix_jax.train import experiment
+  data_dir, teacher, _ = runs
+  model, variables = experiment.load_variables(_config(data_dir), teacher, "teacher")
+  image = _batch(2, (64, 96))
+  depth = np.random.default_rng(1).uniform(0, 60, (2, 64, 96, 1)).astype(np.float32)
+  depth[:, :8] = 0  # missing
+  x = np.asarray(geometry.normalize_x(depth, "depth"))
+  ref = np.asarray(jax.jit(lambda a, b: model.apply(variables, a, b, train=False)[0])(
+      _normalise(image), x))
+  labels, logits = export.load(os.path.join(teacher, "export"))(image, depth)
+  np.testing.assert_allclose(np.asarray(logits), ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(labels), ref.argmax(-1))
+
+
+def _readme_line(mode):
+  """The README's command line for `--config.mode=<mode>` (continuation lines joined)."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read().replace("\\\n", " ")
+  lines = [line for line in text.splitlines()
+           if line.startswith("python -m lix_jax.main") and f"--config.mode={mode}" in line]
+  assert lines, f"README.md has no mode={mode} line"
+  return shlex.split(lines[0])[3:]  # After "python -m lix_jax.main".
+
+
+def _substitute(args, **values):
+  out = []
+  for a in args:
+    key = a.split("=", 1)[0].lstrip("-")
+    out.append(f"--{key}={values[key]}" if key in values else a)
+  return out
+
+
+def test_readme_eval_and_predict_need_no_teacher_and_export_predicts_the_same(runs, tmp_path):
+  from PIL import Image
+  _, teacher, student = runs
+  images = _images(str(tmp_path / "images"))
+  hidden = teacher + "_moved"
+  os.rename(teacher, hidden)  # The student's config.json names it: it must not be read.
+  try:
+    proc = run(_substitute(_readme_line("eval"), workdir=student))
+    with open(os.path.join(student, "final_metrics.json")) as f:
+      miou = json.load(f)["test"]["miou"]
+    assert f"test mIoU {100 * miou:.2f} %" in proc.stdout
+    run(_substitute(_readme_line("predict"), workdir=student,
+                    **{"config.predict.input_dir": images}))
+  finally:
+    os.rename(hidden, teacher)
+  exported_out = str(tmp_path / "from_export")
+  proc = run(["--config=configs/synthetic.py", f"--workdir={tmp_path / 'unused'}",
+              "--config.mode=predict", f"--config.predict.input_dir={images}",
+              f"--config.predict.output_dir={exported_out}",
+              f"--config.predict.exported={student}/export/student.jaxexport"],
+             python_args=("-c", BLOCKER))
+  imported = proc.stdout.split("IMPORTED", 1)[1]
+  assert "flax" not in imported and "lix_jax.models" not in imported, imported
+  in_process = os.path.join(student, "predictions")
+  for name in ("img0.png", "img1.png"):  # Multiples of 32: the same network on the same pixels.
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(exported_out, name))),
+                                  np.asarray(Image.open(os.path.join(in_process, name))))
+  # 70x100 is padded to 96x128 by the caller with the mean colour (~0 after normalisation, where
+  # the network pads with exactly 0): nearly every pixel agrees.
+  a, b = (np.asarray(Image.open(os.path.join(d, "img2.png"))) for d in (exported_out, in_process))
+  assert a.shape == b.shape == (70, 100, 3)
+  assert (a == b).all(-1).mean() >= 0.99
+
+
+def test_readme_example_segments_an_image_with_jax_numpy_and_pillow(runs, tmp_path):
+  from PIL import Image
+  _, _, student = runs
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  code = text.split("With jax, NumPy and Pillow only:\n\n```python\n", 1)[1].split("```", 1)[0]
+  frame = _images(str(tmp_path), sizes=((70, 100),))  # not a multiple of 32: the example pads
+  code = (code.replace('"workdirs/s/export"', repr(os.path.join(student, "export")))
+          .replace('"frame.png"', repr(os.path.join(frame, "img0.png")))
+          .replace('"frame_labels.png"', repr(str(tmp_path / "labels.png"))))
+  proc = run([], python_args=("-c", BLOCK_IMPORTS + code))
+  assert "flax" not in proc.stdout.split("IMPORTED", 1)[1]
+  assert np.asarray(Image.open(tmp_path / "labels.png")).shape == (70, 100, 3)
+
+
+def _load_bench():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "bench_inference", os.path.join(REPO, "benchmarks", "inference_bench.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_inference_bench_entries_run_their_labelled_inputs():
+  import re
+  bench = _load_bench()
+  assert bench.padded((375, 1242)) == (384, 1248)  # KITTI: the artifact takes multiples of 32
+  tiny = {"backbone": "resnet18", "width": 0.125, "stem": "deep", "decoder_channels": 8}
+  nets = {"student": bench.Network("student", tiny, (32, 64)),
+          "teacher": bench.Network("teacher", dict(tiny, fusion="intermediate"), (32, 64))}
+  built = bench.entries(nets, batches=(1, 3))
+  assert len({name for name, _, _ in built}) == 4
+  for name, fn, images in built:  # called only once all are built, as `Rounds` does
+    batch, h, w = (int(v) for v in re.search(r"B=(\d+) (\d+)x(\d+)", name).groups())
+    net = nets[name.split()[0]]
+    assert batch == images and fn.args[0].shape == (images, h, w, 3), name
+    if name.startswith("teacher"):
+      assert fn.args[1].shape == (images, h, w, 1), name
+    labels, logits = fn()
+    assert labels.shape == (images, h, w) and logits.shape == (images, h, w, bench.NUM_CLASSES)
+    assert net.hw == (h, w) == (32, 64)
+  assert nets["teacher"].flops_per_image() > nets["student"].flops_per_image() > 0
+  assert nets["teacher"].num_params > nets["student"].num_params > 0
+
+
+def test_stored_config_supplies_what_the_command_line_does_not_set(tmp_path):
+  from lix_jax.train import experiment
+  stored = _config("/data/of/the/run")
+  stored.student.width = 0.5
+  stored.data.crop_hw = (32, 96)
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(stored.to_dict(), f)
+  requested = _config("workdirs/data")  # e.g. the README's default-preset command line
+  requested.student.width = 1.0
+  requested.eval.split = "validation"
+  requested.data.test_split = "mine"
+  got = experiment.stored_run_config(requested, str(tmp_path), overrides={"data.test_split"})
+  assert got.student.width == 0.5 and tuple(got.data.crop_hw) == (32, 96)
+  assert got.data.data_dir == "/data/of/the/run"
+  assert got.data.test_split == "mine" and got.eval.split == "validation"  # not the run's
+  assert experiment.stored_run_config(requested, str(tmp_path / "none")) is requested

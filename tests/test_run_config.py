@@ -1,0 +1,192 @@
+"""Which config changes a run may survive (DESIGN §6): resume, re-use, refuse, start over.
+
+Unit level: `lix_jax.config.run_config_diff` / `check_same_run`, `experiment.finished_result`,
+`reliability.keep_log_until` / `move_to_previous`, `checkpoint.state_mismatch`. The CLI cases
+(a changed width or learning rate through `python -m lix_jax.main`) are in test_reliability.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lix_jax import config as config_lib
+from lix_jax.config_defaults import base_config
+from lix_jax.train import checkpoint, experiment, reliability
+
+
+def _stored(config) -> dict:
+  """What `config.json` holds: the JSON round trip (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict(), default=list))
+
+
+@pytest.mark.parametrize("key,value,role", [
+    ("student.width", 0.5, "student"),
+    ("optim.learning_rate", 1e-2, "student"),
+    ("seed", 3, "teacher"),
+    ("train.batch_size", 32, "distill"),
+    ("data.crop_hw", (32, 96), "teacher"),
+    ("distill.lambda_l", 2.0, "distill"),
+    ("distill.controller", "dynamic", "distill"),
+    ("teacher.width", 0.5, "distill"),
+])
+def test_a_change_that_shapes_the_run_is_named(key, value, role):
+  base = base_config()
+  changed = config_lib.with_overrides(base, {key: value})
+  diffs = config_lib.run_config_diff(_stored(base), changed, role)
+  assert len(diffs) == 1 and diffs[0].startswith(f"{key}: ")
+  with pytest.raises(config_lib.ConfigMismatchError, match=key.replace(".", r"\.")) as e:
+    config_lib.check_same_run(_stored(base), changed, role, where="/w")
+  assert "\n" not in str(e.value) and "/w" in str(e.value)
+  assert "train.restart=True" in str(e.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.num_steps", 10_000), ("train.log_every", 1), ("train.eval_every", 7),
+    ("train.ckpt_every", 3), ("data.data_dir", "/elsewhere"), ("data.root", "/kitti"),
+    ("distill.teacher_workdir", "/moved/teacher"), ("parallel.backend", "pmap"),
+    ("train.restart", True), ("mode", "distill"), ("pipeline.methods", ("lix",)),
+    ("data.num_threads", 16),
+])
+def test_extending_or_observing_a_run_is_not_a_difference(key, value):
+  base = base_config()
+  changed = config_lib.with_overrides(base, {key: value})
+  for role in ("teacher", "student", "distill"):
+    assert config_lib.run_config_diff(_stored(base), changed, role) == []
+
+
+def test_only_the_sections_a_role_reads_are_compared():
+  base = base_config()
+  changed = config_lib.with_overrides(base, {"distill.kappa": -2.0, "student.width": 0.5})
+  assert config_lib.run_config_diff(_stored(base), changed, "teacher") == []
+  assert [d.split(":")[0] for d in config_lib.run_config_diff(_stored(base), changed, "student")] \
+      == ["student.width"]
+  assert [d.split(":")[0] for d in config_lib.run_config_diff(_stored(base), changed, "distill")] \
+      == ["distill.kappa", "student.width"]
+
+
+def test_a_key_missing_from_an_old_config_counts_as_its_default():
+  base = base_config()
+  stored = _stored(base)
+  del stored["student"]["pretrained"]  # Written before the key existed.
+  assert config_lib.run_config_diff(stored, base, "student") == []
+  changed = config_lib.with_overrides(base, {"student.pretrained": "/w/r18.safetensors"})
+  assert config_lib.run_config_diff(stored, changed, "student") == [
+      'student.pretrained: "" -> "/w/r18.safetensors"']
+
+
+def test_with_overrides_copies_and_names_unknown_keys():
+  base = base_config()
+  c = config_lib.with_overrides(base, {"name": "x", "distill.kappa": -1.0})
+  assert c.distill.kappa == -1.0 and base.distill.kappa == 4.0
+  with pytest.raises(KeyError, match="distill.kapa"):
+    config_lib.with_overrides(base, {"distill.kapa": 1.0})
+  with pytest.raises(KeyError, match="nosection"):
+    config_lib.with_overrides(base, {"nosection.x": 1.0})
+
+
+def _finished_run(path, config, step=800):
+  metrics = {"step": step, "validation": {"miou": 0.5}, "test": {"miou": 0.4}}
+  (path / "final_metrics.json").write_text(json.dumps(metrics))
+  stored = _stored(config)
+  stored["train"]["num_steps"] = step
+  (path / "config.json").write_text(json.dumps(stored))
+  return metrics
+
+
+def test_a_finished_run_is_reused_only_for_the_same_config(tmp_path):
+  base = base_config()
+  metrics = _finished_run(tmp_path, base)
+  assert experiment.finished_result(str(tmp_path), base, "distill") == metrics
+  # Observing keys may differ; a loss weight may not (the old student is never handed back).
+  assert experiment.finished_result(
+      str(tmp_path), config_lib.with_overrides(base, {"train.log_every": 1}), "distill") == metrics
+  with pytest.raises(config_lib.ConfigMismatchError, match=r"distill\.lambda_f: 1\.0 -> 2\.0"):
+    experiment.finished_result(str(tmp_path), config_lib.with_overrides(
+        base, {"distill.lambda_f": 2.0}), "distill")
+  # More steps than were run: not finished (training extends it); restart: never re-used.
+  assert experiment.finished_result(
+      str(tmp_path), config_lib.with_overrides(base, {"train.num_steps": 1600}), "distill") is None
+  assert experiment.finished_result(
+      str(tmp_path), config_lib.with_overrides(base, {"train.restart": True}), "distill") is None
+
+
+def test_a_finished_run_without_its_config_is_not_reused_blindly(tmp_path):
+  base = base_config()
+  _finished_run(tmp_path, base)
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(config_lib.ConfigMismatchError, match="without config.json"):
+    experiment.finished_result(str(tmp_path), base, "student")
+
+
+def test_log_lines_past_the_resumed_step_are_moved_not_dropped(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  lines = [json.dumps({"step": s, "loss": float(s)}) + "\n" for s in (1, 2, 3, 4)]
+  path.write_text("".join(lines) + '{"step": 5, "lo')  # A line torn by a kill.
+  side = reliability.keep_log_until(str(path), 2)
+  assert path.read_text() == "".join(lines[:2])
+  assert side == str(tmp_path / "metrics.after_2.jsonl")
+  assert open(side).read() == "".join(lines[2:]) + '{"step": 5, "lo\n'
+  # A second resume from the same step appends; nothing past it: no side file is touched.
+  path.write_text("".join(lines[:3]))
+  reliability.keep_log_until(str(path), 2)
+  assert open(side).read().count('"step": 3') == 2
+  assert reliability.keep_log_until(str(path), 2) is None
+
+
+def test_restart_moves_the_run_to_previous(tmp_path):
+  for name in ("checkpoints/8", "tb"):
+    os.makedirs(tmp_path / name)
+  for name in ("metrics.jsonl", "config.json", "final_metrics.json", "metrics.after_3.jsonl",
+               "results.md"):
+    (tmp_path / name).write_text("x")
+  assert reliability.has_run(str(tmp_path))
+  target = reliability.move_to_previous(str(tmp_path))
+  assert os.path.basename(target).startswith("previous_")
+  assert sorted(os.listdir(target)) == ["checkpoints", "config.json", "final_metrics.json",
+                                        "metrics.after_3.jsonl", "metrics.jsonl", "tb"]
+  assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(target), "results.md"])
+  assert not reliability.has_run(str(tmp_path))
+  assert reliability.move_to_previous(str(tmp_path)) is None
+
+
+def test_state_mismatch_names_the_leaf(tmp_path):
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+  state = {"params": {"conv": {"kernel": jnp.ones((3, 3, 4, 8))}}, "step": jnp.int32(0),
+           "opt_state": ({"mu": {"conv": jnp.zeros((3, 3, 4, 8))}}, None),
+           "rng": jax.random.key(0)}
+  with checkpoint.Checkpointer(tmp_path / "ckpt", async_save=False) as ckpt:
+    ckpt.save(1, state)
+  with ocp.PyTreeCheckpointer() as reader:
+    tree = reader.metadata(str(tmp_path / "ckpt" / "1" / "state")).item_metadata.tree
+  abstract = lambda s: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s)  # noqa: E731
+  assert checkpoint.state_mismatch(tree, abstract(state)) is None
+  wider = jax.tree.map(lambda x: x, state)
+  wider["params"]["conv"]["kernel"] = jnp.ones((3, 3, 4, 16))
+  assert checkpoint.state_mismatch(tree, abstract(wider)) == \
+      "params/conv/kernel has shape [3, 3, 4, 8], requested [3, 3, 4, 16]"
+  more = dict(state, params={"conv": dict(state["params"]["conv"], bias=jnp.zeros(8))})
+  assert "params/conv/bias is missing from the checkpoint" in checkpoint.state_mismatch(
+      tree, abstract(more))
+  # Restoring it raises StateMismatchError (a config error), and skips nothing.
+  with checkpoint.Checkpointer(tmp_path / "ckpt") as ckpt:
+    with pytest.raises(checkpoint.StateMismatchError, match="params/conv/kernel"):
+      ckpt.restore_latest(abstract(wider))
+    assert ckpt.skipped == [] and ckpt.all_steps() == [1]
+    restored, step = ckpt.restore_latest(abstract(state))
+  assert step == 1 and np.array_equal(restored["params"]["conv"]["kernel"], np.ones((3, 3, 4, 8)))
+
+
+def test_progress_line_for_logs_without_a_terminal():
+  from lix_jax.train import loop  # noqa: PLC0415
+  line = loop.progress_line("distill", 50, 800, {"loss": 1.23456, "images_per_s": 123.4},
+                            start_step=0, elapsed_s=100.0)
+  # 50 steps in 100 s -> 750 steps left take 1 500 s.
+  assert line == "distill step 50/800 (6 %) loss 1.2346 images/s 123 ETA 0:25:00"
+  resumed = loop.progress_line("teacher", 410, 800, {"loss": float("nan")}, start_step=400,
+                               elapsed_s=5.0)
+  assert resumed == "teacher step 410/800 (51 %) loss nan images/s 0 ETA 0:03:15"
