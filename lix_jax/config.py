@@ -16,7 +16,7 @@ from a stored config (written before the key existed) counts as its default in `
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Sections of the config that shape a run, per role; `seed` always does.
@@ -84,17 +84,24 @@ def run_config_diff(stored: Mapping[str, Any], requested: Mapping[str, Any], rol
   """
   if role not in ROLE_SECTIONS:
     raise KeyError(f"Unknown role {role!r}. Available roles are: {sorted(ROLE_SECTIONS)}")
+  return _differences(stored, requested, lambda key: _shapes_run(key, role))
+
+
+def _differences(stored: Mapping[str, Any], requested: Mapping[str, Any],
+                 counts: Callable[[str], bool]) -> list[str]:
+  """`"key: stored -> requested"` for each flattened key that `counts` and whose values differ; a
+  key absent from one side counts as its `base_config()` default there."""
   from lix_jax.config_defaults import base_config  # noqa: PLC0415
   defaults = flatten(base_config())
   old, new = flatten(stored), flatten(requested)
   missing = object()
+  show = lambda v: "(absent)" if v is missing else json.dumps(v)  # noqa: E731
   diffs = []
   for key in sorted(set(old) | set(new)):
-    if not _shapes_run(key, role):
+    if not counts(key):
       continue
     a, b = old.get(key, defaults.get(key, missing)), new.get(key, defaults.get(key, missing))
     if a != b:
-      show = lambda v: "(absent)" if v is missing else json.dumps(v)  # noqa: E731
       diffs.append(f"{key}: {show(a)} -> {show(b)}")
   return diffs
 
@@ -120,13 +127,8 @@ TEACHER_KEYS = ("data.name", "data.x_modality")
 def check_teacher(stored: Mapping[str, Any], requested: Mapping[str, Any], *, where: str) -> None:
   """Raises `ConfigMismatchError` when the teacher run's config differs from `requested.teacher.*`
   (but `pretrained`, an initialisation only) or its data name / X modality."""
-  old, new = flatten(stored), flatten(requested)
-  keys = sorted(k for k in set(old) | set(new)
-                if k in TEACHER_KEYS or (k.startswith("teacher.") and k != "teacher.pretrained"))
-  from lix_jax.config_defaults import base_config  # noqa: PLC0415
-  defaults = flatten(base_config())
-  diffs = [f"{k}: {json.dumps(old.get(k, defaults.get(k)))} -> {json.dumps(new.get(k, defaults.get(k)))}"
-           for k in keys if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
+  diffs = _differences(stored, requested, lambda k: k in TEACHER_KEYS or (
+      k.startswith("teacher.") and k != "teacher.pretrained"))
   if diffs:
     raise ConfigMismatchError(
         f"{where} holds a teacher of another config ({'; '.join(diffs)}); set the distillation "

@@ -190,3 +190,15 @@ def test_progress_line_for_logs_without_a_terminal():
   resumed = loop.progress_line("teacher", 410, 800, {"loss": float("nan")}, start_step=400,
                                elapsed_s=5.0)
   assert resumed == "teacher step 410/800 (51 %) loss nan images/s 0 ETA 0:03:15"
+
+
+def test_a_teacher_of_another_config_is_named():
+  base = base_config()
+  # Only the teacher network and the data it reads count (its ImageNet path is an initialisation).
+  config_lib.check_teacher(_stored(base), config_lib.with_overrides(
+      base, {"student.width": 0.5, "distill.kappa": 1.0, "teacher.pretrained": "/w.safetensors"}),
+      where="/t")
+  with pytest.raises(config_lib.ConfigMismatchError,
+                     match=r"data\.x_modality: \"depth\" -> \"normal\"; teacher\.width: 0\.25 -> 0\.5"):
+    config_lib.check_teacher(_stored(base), config_lib.with_overrides(
+        base, {"teacher.width": 0.5, "data.x_modality": "normal"}), where="/t")
