@@ -1,6 +1,6 @@
 r"""Inference benchmark (DESIGN §8, issue 22): the exported RGB student against the RGB-X teacher.
 
-Each network is exported exactly as a finished run ships it (`lix_jax.export`: uint8 image in,
+Each network is exported exactly as a finished run ships it (`lix_jax.experiments.export`: uint8 image in,
 normalisation inside, int32 labels and float32 logits out; symbolic batch and H = 32·h, W = 32·w),
 serialised, deserialised, and timed through `jax.jit(exported.call)`: latency at batch 1 and
 throughput at batch 16, in interleaved rounds (each round calls every entry once, so load that
@@ -12,7 +12,7 @@ Sizes:
   kitti  KITTI's 375×1242 with the paper-sized models (ResNet-18 student, ResNet-50 duplex
          teacher with gated intermediate fusion, width 1.0, ImageNet stem, decoder 128). The
          artifact takes multiples of 32, so the image is padded to 384×1248 (what
-         `lix_jax.export.segment` does) and that is what is timed.
+         `lix_jax.experiments.export.segment` does) and that is what is timed.
 Random weights (timing does not depend on them).
 
 Usage (from the repository root):
@@ -39,7 +39,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script from a checkout without `pip install .`
   sys.path.insert(0, str(REPO))
 
-from lix_jax import export, models  # noqa: E402
+from lix_jax import models  # noqa: E402
+from lix_jax.experiments import export  # noqa: E402
 from lix_jax.data import geometry, pipeline  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
 from benchmarks.rounds import Rounds  # noqa: E402

@@ -76,7 +76,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script from a checkout without `pip install .`
   sys.path.insert(0, str(ROOT))
 
-from lix_jax import sweep  # noqa: E402
+from lix_jax import config as config_lib  # noqa: E402
 from lix_jax.models import pretrained  # noqa: E402
 from lix_jax.train import sharding  # noqa: E402
 from benchmarks import step_bench  # noqa: E402
@@ -483,7 +483,7 @@ def main():
   say = lambda s="": (print(s, flush=True), lines.append(s))
 
   sets = {**DEFAULT_SETS, **step_bench.parse_sets(args.set)}
-  config = sweep.apply_overrides(step_bench.load_config(""), sets)
+  config = config_lib.with_overrides(step_bench.load_config(""), sets)
   b = step_bench.Bench(config)
   n_lab, n_unl = config.train.batch_size, config.distill.unlabeled_batch_size
   hw = b.hw

@@ -57,7 +57,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without `pip in
   sys.path.insert(0, str(ROOT))
 
 from lix_jax import data as data_lib  # noqa: E402
-from lix_jax import losses, models, sweep  # noqa: E402
+from lix_jax import config as config_lib, losses, models  # noqa: E402
 from lix_jax.data import pipeline  # noqa: E402
 from lix_jax.losses import feature  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
@@ -162,7 +162,7 @@ class Bench:
     if key not in self._distill_fns:
       self._distill_fns[key] = dp.wrap(functools.partial(
           steps.distill_step, student=self.student, teacher=self.teacher, adapters=self.adapters,
-          method="lix", distill_cfg=self.distill_cfg, axis_name=sharding.AXIS))
+          distill_loss=losses.make_distill_loss("lix", self.distill_cfg), axis_name=sharding.AXIS))
     return self._distill_fns[key]
 
   def distill_stepper(self, dp, batch):
@@ -218,14 +218,14 @@ def component_entries(b: Bench, dp, batch, n_lab, n_unl, diag_kr_block):
   s_l, t_l = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2))
   s_u, t_u = (jnp.asarray(rng.normal(size=(n_unl, *shape[1:])), jnp.float32) for _ in range(2))
   labels = jnp.asarray(batch["label"][:n_lab])
-  dwld = losses.LOGIT_LOSSES["dwld"]
+  dwld = losses.make_distill_loss("dwld", cfg).logit  # The step's DWLD, hyper-parameters bound.
 
   # Teacher logits and labels are arguments, not closed-over constants (XLA would fold them).
   def dwld_loss(s_l, s_u, t_l, t_u, labels):
-    loss = dwld(s_l, t_l, labels, cfg=cfg, axis_name=None)[0]
+    loss = dwld(s_l, t_l, labels, axis_name=None)[0]
     if n_unl:
       targets = losses.teacher_targets(t_u, jnp.ones(t_u.shape[:-1], bool))
-      loss = loss + dwld(s_u, t_u, targets, cfg=cfg, axis_name=None)[0]
+      loss = loss + dwld(s_u, t_u, targets, axis_name=None)[0]
     return loss
 
   dwld_grad = jax.jit(jax.value_and_grad(dwld_loss, argnums=(0, 1)))
@@ -237,8 +237,8 @@ def component_entries(b: Bench, dp, batch, n_lab, n_unl, diag_kr_block):
   taps = list(cfg["taps"])
   a_feats = {t: jnp.asarray(rng.normal(size=t_taps[t].shape), jnp.float32) for t in taps}
   t_feats = {t: jnp.asarray(rng.normal(size=t_taps[t].shape), jnp.float32) for t in taps}
-  arfd_grad = jax.jit(jax.value_and_grad(
-      lambda a, t: losses.feature_distill_loss("arfd", a, t, cfg=cfg, axis_name=None)[0]))
+  arfd = losses.make_distill_loss("arfd", cfg).feature
+  arfd_grad = jax.jit(jax.value_and_grad(lambda a, t: arfd(a, t, axis_name=None)[0]))
   record("ARFD + grad (step's taps)", functools.partial(arfd_grad, a_feats, t_feats),
          n_lab + n_unl)
   # Diagnostic: the same ARFD with another kernel-regression block (256: cache-sized on CPU;
@@ -277,7 +277,7 @@ def loop_throughput(b: Bench, dp, n_lab, n_unl, num_steps, warmup):
                                                            seed=1, **common))
     build_s = time.perf_counter() - t0
 
-    def next_batch():  # What loop.next_batch hands the step, padding masks included.
+    def next_batch():  # What train.inputs.next_batch hands the step, padding masks included.
       batch = {k: v for k, v in next(iters["train"]).items()
                if k in ("image", "x", "label", "valid")}
       if n_unl:
@@ -355,7 +355,7 @@ def main():
   iters = args.iters or (3 if args.quick else 10)
   warmup = 1 if args.quick else 2
   # The sweep runner's override (unknown keys raise, naming them).
-  config = sweep.apply_overrides(load_config(args.config), parse_sets(args.set))
+  config = config_lib.with_overrides(load_config(args.config), parse_sets(args.set))
   if config.data.num_workers:
     from absl import flags  # pylint: disable=g-import-not-at-top
     flags.FLAGS.mark_as_parsed()  # grain's worker processes read an absl flag

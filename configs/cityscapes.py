@@ -11,9 +11,9 @@ With `train_extra` present, `--config.distill.unlabeled_split=unlabeled` distils
 Cityscapes' test labels are withheld, so results are reported on `validation`.
 
 The two `pretrained` overrides start from ImageNet (as the paper does; download the weights as in
-`lix_jax/config_real.py`'s docstring); without them the encoders train from scratch.
+`lix_jax.config.real_config`'s docstring); without them the encoders train from scratch.
 """
-from lix_jax.config_real import real_config
+from lix_jax.config import real_config
 
 
 def get_config():

@@ -10,9 +10,9 @@ Splits: every 5th image (sorted by name) is `validation`, the rest `train`; the 
 validation split.
 
 The two `pretrained` overrides start from ImageNet (as the paper does; download the weights as in
-`lix_jax/config_real.py`'s docstring); without them the encoders train from scratch.
+`lix_jax.config.real_config`'s docstring); without them the encoders train from scratch.
 """
-from lix_jax.config_real import real_config
+from lix_jax.config import real_config
 
 
 def get_config():

@@ -10,9 +10,9 @@ Without user-made `depth/<sample_data token>.png` maps only the RGB student can 
 default mode is train_student; for a teacher, add the depth maps and use mode=pipeline.
 
 The `pretrained` override starts the student from ImageNet (download the weights as in
-`lix_jax/config_real.py`'s docstring; with a teacher add `--config.teacher.pretrained=...` too).
+`lix_jax.config.real_config`'s docstring; with a teacher add `--config.teacher.pretrained=...` too).
 """
-from lix_jax.config_real import real_config
+from lix_jax.config import real_config
 
 
 def get_config():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lix_jax.config_defaults import base_config
+from lix_jax.config import base_config
 
 ALL_METHODS = ("none", "kd", "dkd", "cwd", "pseudo_label", "lix")
 

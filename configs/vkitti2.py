@@ -11,9 +11,9 @@ Splits by scene: Scene01/02/06/18 train, Scene20 validation and test. Other vari
 `--config.data.builder_config=fog` (or `all`).
 
 The two `pretrained` overrides start from ImageNet (as the paper does; download the weights as in
-`lix_jax/config_real.py`'s docstring); without them the encoders train from scratch.
+`lix_jax.config.real_config`'s docstring); without them the encoders train from scratch.
 """
-from lix_jax.config_real import real_config
+from lix_jax.config import real_config
 
 
 def get_config():

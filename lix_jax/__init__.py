@@ -5,3 +5,7 @@ trainer need the `train` extras. Nothing heavy is imported here.
 """
 
 __version__ = "0.1.0"
+
+# The label of pixels that are never a target (DESIGN §1): unlabelled, out of range, crop padding.
+# The one definition; data, losses, metrics and pictures import it from here.
+IGNORE_INDEX = 255

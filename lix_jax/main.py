@@ -48,23 +48,24 @@ def _overrides() -> frozenset[str]:
 
 def _modes():
   # Imported here so that `--help` and config errors come before the heavy imports.
-  from lix_jax.train import benchmark, experiment, loop
+  from lix_jax.experiments import benchmark, pipeline
+  from lix_jax.train import loop
 
   def from_run(config, workdir):
     # eval / predict: the run's config.json supplies what the command line does not set.
-    return experiment.stored_run_config(config, workdir, _overrides())
+    return pipeline.stored_run_config(config, workdir, _overrides())
 
   def predict(config, workdir):
-    from lix_jax.train import predict as predict_lib
+    from lix_jax.experiments import predict as predict_lib
     return predict_lib.predict_folder(from_run(config, workdir), workdir)
 
   return {
-      "train_teacher": lambda c, w: loop.train(c, w, "teacher"),
-      "train_student": lambda c, w: loop.train(c, w, "student"),
-      "distill": lambda c, w: loop.train(c, w, "distill"),
-      "eval": lambda c, w: experiment.run_eval(from_run(c, w), w, c.eval.role, c.eval.split),
+      "train_teacher": lambda c, w: pipeline.train_run(c, w, "teacher"),
+      "train_student": lambda c, w: pipeline.train_run(c, w, "student"),
+      "distill": lambda c, w: pipeline.train_run(c, w, "distill"),
+      "eval": lambda c, w: loop.run_eval(from_run(c, w), w, c.eval.role, c.eval.split),
       "predict": predict,
-      "pipeline": experiment.run_pipeline,
+      "pipeline": pipeline.run_pipeline,
       "benchmark": benchmark.run_benchmark,
   }
 
@@ -99,7 +100,7 @@ def dispatch(config, workdir: str):
   from lix_jax.train.reliability import NonFiniteError, Preempted
   try:
     if _exported_predict(config):
-      from lix_jax.train import predict as predict_lib  # noqa: PLC0415  (jax, numpy, PIL only)
+      from lix_jax.experiments import predict as predict_lib  # noqa: PLC0415  (jax, numpy, PIL)
       return predict_lib.predict_exported(config, os.path.abspath(workdir))
     modes = _modes()
     if config.mode not in modes:
@@ -131,7 +132,7 @@ def main(argv):
     print(f"lix_jax: error: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(2)
   if _SWEEP.value:
-    from lix_jax import sweep  # noqa: PLC0415
+    from lix_jax.experiments import sweep  # noqa: PLC0415
     try:
       sweep.run_sweep(config, _SWEEP.value, _WORKDIR.value, index=_SWEEP_INDEX.value,
                       dispatch=dispatch)

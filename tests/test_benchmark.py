@@ -1,8 +1,9 @@
-"""The benchmark runner (lix_jax/train/benchmark.py): which runs it trains, with which configs, how
+"""The benchmark runner (lix_jax/experiments/benchmark.py): which runs it trains, with which configs, how
 it resumes, and the table computed from its CSV. Training itself is replaced by a recorder."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -10,8 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from lix_jax.config_defaults import base_config
-from lix_jax.train import benchmark, experiment, loop, report
+from lix_jax.config import base_config
+from lix_jax.experiments import benchmark, pipeline, report
+from lix_jax.train import inputs, loop
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -19,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def _fake_metrics(workdir: str) -> dict:
   # Deterministic, distinct per run: the CSV must carry each run's own numbers.
   h = (sum(map(ord, workdir)) % 997) / 997
-  iou = [round(0.1 + 0.8 * ((h + 0.07 * i) % 1), 6) for i in range(len(loop.class_names(base_config())))]
+  iou = [round(0.1 + 0.8 * ((h + 0.07 * i) % 1), 6) for i in range(len(inputs.class_names(base_config())))]
   return {"miou": float(np.mean(iou)), "pixel_acc": 0.5 + h / 4, "iou": iou}
 
 
@@ -27,7 +29,7 @@ def _fake_metrics(workdir: str) -> dict:
 def recorder(monkeypatch):
   calls = []
 
-  def train(config, workdir, role, *, num_steps=None):  # experiment.run_role's re-use stays real.
+  def train(config, workdir, role, *, num_steps=None, finish=None):  # run_role's re-use is real.
     calls.append((workdir, role, config))
     result = {"test": _fake_metrics(workdir), "validation": _fake_metrics(workdir + "v"),
               "step": int(num_steps or config.train.num_steps)}
@@ -41,13 +43,28 @@ def recorder(monkeypatch):
   monkeypatch.setattr(loop, "train", train)
   monkeypatch.setattr(report, "write_report",
                       lambda config, workdir, runs, num: calls.append(("report", runs, config)))
-  monkeypatch.setattr(loop, "source", lambda config, split: None)
+  monkeypatch.setattr(inputs, "source", lambda config, split: None)
   return calls
+
+
+def _load_benchmark_config():
+  spec = importlib.util.spec_from_file_location("benchmark_config", os.path.join(ROOT, "configs",
+                                                                                 "benchmark.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# The committed table (configs/benchmark.py), which names and orders the rows of the results files.
+BENCHMARK_CONFIG = _load_benchmark_config()
+TABLE = benchmark.Table.of(BENCHMARK_CONFIG.get_config())
 
 
 def _config(rows, seeds=(0, 1)):
   c = base_config()
   c.mode = "benchmark"
+  c.benchmark.table = BENCHMARK_CONFIG.get_config().benchmark.table
+  c.benchmark.aliases = BENCHMARK_CONFIG.ALIASES
   c.benchmark.rows = rows
   c.benchmark.seeds = seeds
   c.pipeline.teacher_num_steps = 7
@@ -117,15 +134,15 @@ def test_csv_rows_carry_each_runs_metrics_and_rerun_trains_nothing(tmp_path, rec
   assert (tmp_path / "benchmark.png").stat().st_size > 0 and (tmp_path / "benchmark.md").exists()
   with open(tmp_path / "benchmark.csv", newline="") as f:
     table = list(csv.DictReader(f))
-  assert list(table[0])[:8] == list(experiment.RESULT_COLUMNS)
+  assert list(table[0])[:8] == list(pipeline.RESULT_COLUMNS)
   keys = [(r["model"], r["method"], r["regime"], r["seed"]) for r in table]
   assert len(keys) == len(set(keys)) == 2 * 5  # teacher, none x 2 regimes, lix x 2 regimes
   for r in table:
     name = {"teacher": "teacher", "none": "none"}.get(r["method"] if r["model"] == "student" else "teacher",
                                                       f"{r['regime']}/{r['method']}")
-    expected = _fake_metrics(str(tmp_path / benchmark.run_dir(name, int(r["seed"]))))
+    expected = _fake_metrics(str(tmp_path / TABLE.run_dir(name, int(r["seed"]))))
     assert float(r["miou"]) == pytest.approx(expected["miou"])
-    assert float(r["iou_pole"]) == pytest.approx(expected["iou"][loop.class_names(config).index("pole")])
+    assert float(r["iou_pole"]) == pytest.approx(expected["iou"][inputs.class_names(config).index("pole")])
 
 
 def test_table_means_stds_and_gap_match_numpy():
@@ -139,7 +156,7 @@ def test_table_means_stds_and_gap_match_numpy():
   rows = [row("teacher", "-", "unlabeled", s, v) for s, v in enumerate(teacher)]
   rows += [row("student", "none", g, s, v) for g in ("labeled", "unlabeled") for s, v in enumerate(none)]
   rows += [row("student", "lix", "unlabeled", s, v) for s, v in enumerate(lix)]
-  md = benchmark.table_markdown(rows)
+  md = benchmark.table_markdown(TABLE, rows)
   line = next(l for l in md.splitlines() if "| unlabeled | LIX" in l)
   cells = [c.strip() for c in line.strip("|").split("|")]
   mean, std = (float(x) for x in re.findall(r"[\d.]+", cells[3]))
@@ -151,7 +168,7 @@ def test_table_means_stds_and_gap_match_numpy():
   # The CE student heads only the regimes that have a competitor: here the unlabelled one...
   assert md.count("student alone (CE)") == 1 and "| labeled |" not in md
   # ...and both once a labelled-only student exists.
-  md = benchmark.table_markdown(rows + [row("student", "kd", "labeled", 0, 0.65)])
+  md = benchmark.table_markdown(TABLE, rows + [row("student", "kd", "labeled", 0, 0.65)])
   assert md.count("student alone (CE)") == 2 and "| labeled | kd | 1 | 65.0 ± 0.0 | " in md
 
 
@@ -163,16 +180,19 @@ def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):
     benchmark.run_benchmark(_config(("none", "teacher", "none")), str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["benchmark.csv", "benchmark_long.csv", "benchmark_converged.csv"])
-def test_readme_table_is_the_one_computed_from_results_csv(name):
+# The page that holds each results file's generated table: the research record
+# (docs/benchmark.md) has every one; the README's headline table is the converged one.
+@pytest.mark.parametrize("name,page", [("benchmark.csv", "docs/benchmark.md"),
+                                       ("benchmark_long.csv", "docs/benchmark.md"),
+                                       ("benchmark_converged.csv", "docs/benchmark.md"),
+                                       ("benchmark_converged.csv", "README.md")])
+def test_readme_and_docs_tables_are_the_ones_computed_from_results_csv(name, page):
   path = os.path.join(ROOT, "results", name)
   if not os.path.exists(path):
     pytest.skip(f"results/{name} not committed yet")
-  with open(os.path.join(ROOT, "README.md")) as f:
-    readme = f.read()
-  assert benchmark.table_markdown(benchmark.read_csv(path)) in readme, (
-      f"README's table of results/{name} is stale: paste "
-      f"`python -m lix_jax.train.benchmark results/{name}`")
+  assert benchmark.table_markdown(TABLE, benchmark.read_csv(path)) in _page(page), (
+      f"{page}'s table of results/{name} is stale: paste the output of "
+      f"`python -m lix_jax.experiments.benchmark results/{name}` into {page}")
 
 
 def test_a_part_run_keeps_the_rows_of_earlier_parts(tmp_path, recorder):
@@ -206,7 +226,7 @@ def test_every_row_but_lix_pins_the_config_its_results_were_run_with():
   shipped = base_config()
   moved = base_config()
   moved.distill.update(controller="fixed", kappa=7.0, class_balance=0.5, lambda_kr=3.0)
-  for name, row in benchmark.ROWS.items():
+  for name, row in TABLE.rows.items():
     if row.model == "teacher":
       continue
     a = benchmark.student_config(shipped, row, 0, "t").distill
@@ -217,7 +237,7 @@ def test_every_row_but_lix_pins_the_config_its_results_were_run_with():
       assert _effective(a) == _effective(b), f"row {name} follows the defaults: pin them"
   # What the committed results of the renamed rows were run with (results/README.md).
   def distill(name):
-    return benchmark.student_config(shipped, benchmark.get_row(name), 0, "t").distill
+    return benchmark.student_config(shipped, TABLE.get(name), 0, "t").distill
 
   for regime in ("unlabeled", "labeled"):
     assert _effective(distill(f"{regime}/lix_dynamic")) == dict(
@@ -232,13 +252,13 @@ def test_lix_is_the_default_config_the_renamed_sym_rows_ran_with():
   """results/README.md: the `lix_balanced_sym_kappa4_cka` rows became `lix` because their pinned
   config is the default. If the default moves, their results no longer describe `lix`."""
   default = base_config().distill
-  assert {k.split(".")[1]: v for k, v in benchmark.DEFAULT_LIX} == {
+  assert {k.split(".")[1]: v for k, v in BENCHMARK_CONFIG.DEFAULT_LIX} == {
       k: default[k] for k in ("controller", "kappa", "class_balance", "lambda_kr")}
   for regime in ("unlabeled", "labeled"):
-    lix = benchmark.ROWS[f"{regime}/lix"]
-    assert benchmark.get_row(f"{regime}/lix_balanced_sym_kappa4_cka") is lix
-    assert not benchmark.ROWS[f"{regime}/lix"].overrides
-  late = benchmark.run_dir("unlabeled/lix_late", 1)  # The former name of the dynamic late row.
+    lix = TABLE.rows[f"{regime}/lix"]
+    assert TABLE.get(f"{regime}/lix_balanced_sym_kappa4_cka") is lix
+    assert not TABLE.rows[f"{regime}/lix"].overrides
+  late = TABLE.run_dir("unlabeled/lix_late", 1)  # The former name of the dynamic late row.
   assert late == "students/unlabeled/lix_dynamic_late_depth_seed1"
 
 
@@ -252,34 +272,37 @@ def test_per_seed_table_is_lix_minus_each_row_per_seed():
           + [row("cwd", "unlabeled", s, v) for s, v in enumerate(cwd)]
           + [row("none", g, s, v) for g in ("labeled", "unlabeled") for s, v in enumerate(none)]
           + [row("kd", "labeled", 0, 0.9)])
-  md = benchmark.per_seed_markdown(rows, "unlabeled")
+  md = benchmark.per_seed_markdown(TABLE, rows, "unlabeled")
   lines = md.splitlines()
   assert lines[0] == "| seed | lix (%) | lix − none | lix − cwd |"
   assert lines[2] == f"| 0 | 73.32 | {100 * (lix[0] - none[0]):+.2f} | +0.15 |"
   assert lines[3] == "| 1 | 73.76 | +2.76 | -0.02 |"
   assert lines[4] == "| 2 | 73.50 | +1.50 |  |"  # cwd has no seed 2
   assert lines[5] == "| ahead on | | 3 of 3 | 1 of 2 |"
-  assert benchmark.per_seed_markdown(rows, "labeled") == ""  # no labelled-only LIX run
+  assert benchmark.per_seed_markdown(TABLE, rows, "labeled") == ""  # no labelled-only LIX run
 
 
-def _readme() -> str:
-  with open(os.path.join(ROOT, "README.md")) as f:
+def _page(name: str) -> str:
+  """README.md or a page of docs/ (the research record: docs/benchmark.md)."""
+  with open(os.path.join(ROOT, name)) as f:
     return f.read()
 
 
-def test_readme_per_seed_tables_are_the_generated_ones():
+def test_docs_per_seed_tables_are_the_generated_ones():
   rows = benchmark.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
-  readme = _readme()
+  page = "docs/benchmark.md"
+  text = _page(page)
   for regime in ("unlabeled", "labeled"):
-    md = benchmark.per_seed_markdown(rows, regime)
+    md = benchmark.per_seed_markdown(TABLE, rows, regime)
     if md:
-      assert f"<!-- converged per-seed {regime}: generated, do not edit -->\n{md}" in readme, (
-          f"README's per-seed table ({regime}) is stale or missing: paste `python -m "
-          f"lix_jax.train.benchmark results/benchmark_converged.csv --per-seed={regime}`")
+      assert f"<!-- converged per-seed {regime}: generated, do not edit -->\n{md}" in text, (
+          f"{page}'s per-seed table ({regime}) is stale or missing: paste the output of `python -m "
+          f"lix_jax.experiments.benchmark results/benchmark_converged.csv --per-seed={regime}` "
+          f"into {page}")
 
 
-# Figures the README's prose quotes from the results files: {FILE:row[:field]} is
-# `benchmark.figure(rows of FILE, row, field)`; B, L, C = benchmark, benchmark_long,
+# Figures the prose of docs/benchmark.md quotes from the results files: {FILE:row[:field]} is
+# `benchmark.figure(TABLE, rows of FILE, row, field)`; B, L, C = benchmark, benchmark_long,
 # benchmark_converged.csv, D = default_pipeline.csv. Whitespace (line breaks) does not count.
 _PROSE = (
     "LIX reaches {B:unlabeled/lix_dynamic} and closes {B:unlabeled/lix_dynamic:gap} of the gap, "
@@ -361,19 +384,23 @@ _PROSE = (
 )
 
 
-def test_readme_prose_quotes_the_results_files():
+def test_readme_and_docs_prose_quotes_the_results_files():
   files = {"B": "benchmark.csv", "L": "benchmark_long.csv", "C": "benchmark_converged.csv",
            "D": "default_pipeline.csv"}
   rows = {k: benchmark.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
-  readme = " ".join(_readme().split())
-  for template in _PROSE:
-    text = re.sub(r"\{([BLCD]):([\w/.-]+)(?::(\w+))?\}",
-                  lambda m: benchmark.figure(rows[m[1]], m[2], m[3] or ""), template)
-    assert " ".join(text.split()) in readme, f"README prose does not quote the results: {text!r}"
+  readme = ("LIX with the default config closes {C:unlabeled/lix:gap} of the gap, ahead of CWD on "
+            "each of the 3 seeds",)  # The sentence under the README's headline table.
+  for page, templates in (("docs/benchmark.md", _PROSE), ("README.md", readme)):
+    text = " ".join(_page(page).split())
+    for template in templates:
+      quote = re.sub(r"\{([BLCD]):([\w/.-]+)(?::(\w+))?\}",
+                     lambda m: benchmark.figure(TABLE, rows[m[1]], m[2], m[3] or ""), template)
+      assert " ".join(quote.split()) in text, (
+          f"{page}'s prose does not quote the results (fix {page}): {quote!r}")
 
 
 def test_merge_appends_only_the_runs_the_results_file_lacks(tmp_path):
-  columns = list(experiment.RESULT_COLUMNS) + ["iou_road"]
+  columns = list(pipeline.RESULT_COLUMNS) + ["iou_road"]
 
   def write(path, rows):
     with open(path, "w", newline="") as f:

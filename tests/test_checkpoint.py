@@ -1,4 +1,5 @@
-"""Tests of lix_jax.train.checkpoint: round trip, retention, corruption fallback, teacher restore."""
+"""Tests of lix_jax.train.checkpoint and ckpt_checks: round trip, retention, corruption fallback,
+teacher restore."""
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +18,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lix_jax.train import checkpoint as ckpt
+from lix_jax.train import ckpt_checks
 
 
 def _state(seed: int, n: int = 4096):
@@ -60,10 +62,10 @@ def test_checksum_matches_independent_sha256_and_detects_change():
   for leaf in (state["a"], state["b"]):  # dict keys in sorted order
     h.update(f"{leaf.dtype.name}{leaf.shape}|".encode())
     h.update(leaf.tobytes())
-  assert ckpt.state_checksum(state)["sha256"] == h.hexdigest()
+  assert ckpt_checks.state_checksum(state)["sha256"] == h.hexdigest()
   changed = {"a": state["a"].copy(), "b": state["b"]}
   changed["a"][1] = np.nextafter(changed["a"][1], 10)
-  assert ckpt.state_checksum(changed)["sha256"] != h.hexdigest()
+  assert ckpt_checks.state_checksum(changed)["sha256"] != h.hexdigest()
 
 
 def test_round_trip_state_iterators_config(tmp_path):

@@ -63,6 +63,27 @@ def test_tiny_pipeline_writes_every_output(tiny_pipeline):
   assert all(k in lix_rows[0] for k in ("ce", "logit", "logit_unlabeled", "feature"))
 
 
+# What the `tiny` pipeline logged (every run, every logged step; images/s left out) before the
+# house move of issue 21, written by the same command as the fixture above at commit e971d48. The
+# move changed no arithmetic: on the machine that wrote the file the values are bitwise equal; the
+# tolerance only absorbs another CPU's instruction set.
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_pipeline_metrics.json")
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_logs_what_it_logged_before_the_move(tiny_pipeline):
+  workdir, _, _ = tiny_pipeline
+  with open(FIXTURE) as f:
+    before = json.load(f)
+  for run, rows in before.items():
+    logged = [json.loads(line) for line in (workdir / run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [r["step"] for r in rows], run
+    for got, want in zip(logged, rows):
+      assert set(got) - {"images_per_s"} == set(want), (run, got["step"])
+      for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (run, got["step"], key)
+
+
 @pytest.mark.slow
 def test_eval_mode_reproduces_the_pipeline_test_miou(tiny_pipeline):
   workdir, data_dir, _ = tiny_pipeline

@@ -12,8 +12,8 @@ from lix_jax import data as data_lib
 from lix_jax import losses, models
 from lix_jax.data import geometry
 from lix_jax.models.networks import TAP_STRIDES
-from lix_jax import sweep
-from lix_jax.train import benchmark, experiment
+from lix_jax import config as config_lib
+from lix_jax.experiments import benchmark, pipeline, sweep
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -53,8 +53,9 @@ def test_config_names_resolve(module, preset):
   assert c.parallel.backend in ("shard_map", "pmap")
   assert c.mode in ("train_teacher", "train_student", "distill", "eval", "predict", "pipeline",
                     "benchmark")
+  table = benchmark.Table.of(c)
   for name in c.benchmark.rows:  # Every benchmark row builds a student config that resolves.
-    row = benchmark.get_row(name)
+    row = table.get(name)
     if row.model == "teacher":
       continue
     rc = benchmark.student_config(c, row, 0, "/teacher")
@@ -74,7 +75,7 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_sweep_overrides_name_existing_keys(path):
   base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
   for entry in sweep.load_sweep(path):
-    c = sweep.apply_overrides(base, entry)
+    c = config_lib.with_overrides(base, entry)
     losses.get_method(c.distill.method)
     losses.get_controller(c.distill.controller)
 
@@ -82,15 +83,15 @@ def test_sweep_overrides_name_existing_keys(path):
 def test_sweep_override_of_a_missing_key_is_named():
   base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
   with pytest.raises(KeyError, match="distill.kapa"):
-    sweep.apply_overrides(base, {"name": "x", "distill.kapa": 1.0})
+    config_lib.with_overrides(base, {"name": "x", "distill.kapa": 1.0})
 
 
 def test_sweep_reuses_only_entries_with_both_splits_evaluated(tmp_path):
-  # experiment.finished_result decides re-use for sweeps, pipelines and the benchmark alike.
-  assert experiment.finished_result(str(tmp_path)) is None
+  # pipeline.finished_result decides re-use for sweeps, pipelines and the benchmark alike.
+  assert pipeline.finished_result(str(tmp_path)) is None
   metrics = {"step": 5, "validation": {"miou": 0.5}, "test": {"miou": 0.4}}
   (tmp_path / "final_metrics.json").write_text(json.dumps(metrics))
-  assert experiment.finished_result(str(tmp_path)) == metrics
+  assert pipeline.finished_result(str(tmp_path)) == metrics
   # An entry whose validation was never written must run again (it re-evaluates on resume).
   (tmp_path / "final_metrics.json").write_text(json.dumps(dict(metrics, validation=None)))
-  assert experiment.finished_result(str(tmp_path)) is None
+  assert pipeline.finished_result(str(tmp_path)) is None

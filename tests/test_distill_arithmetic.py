@@ -27,13 +27,17 @@ import pytest
 
 import fake_models
 
+from lix_jax import losses
+from lix_jax.config import base_config
 from lix_jax.train import sharding, steps
 
 K = 5  # classes
 H, W = 8, 12
 N_LABELED = N_UNLABELED = 8  # global; one of each per device on 8 devices
 TAPS = ("stage3", "decoder")
-BASE_CFG = dict(lambda_l=0.7, lambda_f=0.3, lambda_unlabeled=0.5, alpha=1.3, beta=0.6,
+# Every `distill` key at its default (lix_jax.config, the one place), then this test's values.
+DISTILL_DEFAULTS = base_config().distill.to_dict()
+BASE_CFG = dict(DISTILL_DEFAULTS, lambda_l=0.7, lambda_f=0.3, lambda_unlabeled=0.5, alpha=1.3, beta=0.6,
                 temperature=2.0, controller="fixed", kappa=2.0, sigma=0.8, mix=0.4, lambda_kr=1.0,
                 lambda_cka=0.5, kernel="linear", stride=1, taps=TAPS, tap_weights=(1.0, 0.5),
                 pl_threshold=0.5)
@@ -211,7 +215,7 @@ def _run(case: str, num_devices: int | None):
   student, teacher, adapters, t_vars, state = _setup()
   cfg = dict(BASE_CFG, **overrides)
   step = functools.partial(steps.distill_step, student=student, teacher=teacher,
-                           adapters=adapters, method=method, distill_cfg=cfg)
+                           adapters=adapters, distill_loss=losses.make_distill_loss(method, cfg))
   batch = _batch()
   if num_devices is None:
     new_state, metrics = jax.jit(functools.partial(step, axis_name=None))(state, batch, t_vars)

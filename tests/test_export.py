@@ -114,10 +114,10 @@ def test_every_finished_run_writes_its_artifacts_and_meta(runs):
 
 def test_exported_student_equals_the_flax_model_at_any_batch_and_size(runs):
   import jax
-  from lix_jax import export
-  from lix_jax.train import experiment
+  from lix_jax.experiments import export
+  from lix_jax.train import task as task_lib
   data_dir, _, student = runs
-  model, variables = experiment.load_variables(_config(data_dir), student, "distill")
+  model, variables = task_lib.load_variables(_config(data_dir), student, "distill")
   apply = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
   with open(os.path.join(student, "export", "student.jaxexport"), "rb") as f:
     exported = jax.export.deserialize(bytearray(f.read()))
@@ -136,11 +136,11 @@ def test_exported_student_equals_the_flax_model_at_any_batch_and_size(runs):
 
 def test_exported_teacher_takes_rgb_and_raw_depth(runs):
   import jax
-  from lix_jax import export
+  from lix_jax.experiments import export
   from lix_jax.data import geometry
-  from lix_jax.train import experiment
+  from lix_jax.train import task as task_lib
   data_dir, teacher, _ = runs
-  model, variables = experiment.load_variables(_config(data_dir), teacher, "teacher")
+  model, variables = task_lib.load_variables(_config(data_dir), teacher, "teacher")
   image = _batch(2, (64, 96))
   depth = np.random.default_rng(1).uniform(0, 60, (2, 64, 96, 1)).astype(np.float32)
   depth[:, :8] = 0  # missing
@@ -251,7 +251,7 @@ def test_inference_bench_entries_run_their_labelled_inputs():
 
 
 def test_stored_config_supplies_what_the_command_line_does_not_set(tmp_path):
-  from lix_jax.train import experiment
+  from lix_jax.experiments import pipeline
   stored = _config("/data/of/the/run")
   stored.student.width = 0.5
   stored.data.crop_hw = (32, 96)
@@ -261,8 +261,8 @@ def test_stored_config_supplies_what_the_command_line_does_not_set(tmp_path):
   requested.student.width = 1.0
   requested.eval.split = "validation"
   requested.data.test_split = "mine"
-  got = experiment.stored_run_config(requested, str(tmp_path), overrides={"data.test_split"})
+  got = pipeline.stored_run_config(requested, str(tmp_path), overrides={"data.test_split"})
   assert got.student.width == 0.5 and tuple(got.data.crop_hw) == (32, 96)
   assert got.data.data_dir == "/data/of/the/run"
   assert got.data.test_split == "mine" and got.eval.split == "validation"  # not the run's
-  assert experiment.stored_run_config(requested, str(tmp_path / "none")) is requested
+  assert pipeline.stored_run_config(requested, str(tmp_path / "none")) is requested

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from lix_jax.losses import logit
+from lix_jax.losses import dwc, logit
 
 IGN = 255
 TAUS = (1.0, 2.0, 4.0)
@@ -348,7 +348,7 @@ def test_controller_errors_and_custom_controller():
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, controller="nope")
   with pytest.raises(ValueError, match="kappa"):
     logit.dwld_loss(j(S), j(T), jl(Y), alpha=1.0, beta=1.0, temperature=1.0, kappa=0.0)
-  assert set(logit.CONTROLLERS) == {"fixed", "dynamic", "trust", "balanced", "balanced_sym"}
+  assert set(dwc.CONTROLLERS) == {"fixed", "dynamic", "trust", "balanced", "balanced_sym"}
 
   def doubled(student_logits, teacher_logits, labels, *, alpha, beta, temperature, valid, **kw):
     return 2 * alpha * valid, 2 * beta * valid

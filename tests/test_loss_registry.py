@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from lix_jax import losses
+from lix_jax.config import base_config
 from lix_jax.losses import feature
 from lix_jax.losses import logit
 from lix_jax.losses import registry
@@ -27,7 +28,9 @@ EXPECTED = {
 }
 TAPS = ["stage3", "decoder"]
 TAP_WEIGHTS = [0.5, 2.0]
-CFG = dict(alpha=0.8, beta=1.2, temperature=2.0, controller="dynamic", kappa=-1.5,
+# Every `distill` key at its default (lix_jax.config, the one place), then this test's values.
+DISTILL_DEFAULTS = base_config().distill.to_dict()
+CFG = dict(DISTILL_DEFAULTS, alpha=0.8, beta=1.2, temperature=2.0, controller="dynamic", kappa=-1.5,
            pl_threshold=0.3, sigma=0.7, mix=0.4, lambda_kr=1.5, lambda_cka=0.6, kernel="linear",
            stride=1, cka_max_pixels=64, at_p=2, taps=TAPS, tap_weights=TAP_WEIGHTS)
 
@@ -56,7 +59,8 @@ def direct_logit(name, x, cfg):
                                     temperature=cfg["temperature"]),
       "dwld": lambda: logit.dwld_loss(s, t, y, alpha=cfg["alpha"], beta=cfg["beta"],
                                       temperature=cfg["temperature"],
-                                      controller=cfg["controller"], kappa=cfg["kappa"])[0],
+                                      controller=cfg["controller"], kappa=cfg["kappa"],
+                                      class_balance=cfg["class_balance"])[0],
       "cwd": lambda: feature.cwd_loss(s, t, temperature=cfg["temperature"], valid_mask=y != IGN),
       "pseudo_label": lambda: logit.pseudo_label_loss(s, t, y, threshold=cfg["pl_threshold"]),
   }[name]()
@@ -155,9 +159,15 @@ def test_config_dict_and_defaults():
   terms_d, _ = losses.distill_losses("lix", **INPUTS, cfg=CFG)
   for key in terms_d:
     np.testing.assert_allclose(terms_cd[key], terms_d[key], rtol=1e-7)
-  # Missing keys fall back to registry.DEFAULTS (tap_weights: 1 per tap).
-  d = registry.DEFAULTS
-  terms, _ = losses.distill_losses("lix", **INPUTS, cfg={"taps": ["decoder"]})
+  # The defaults live in the config alone: the builder reads every key, a missing one is an error
+  # naming it (no second defaults table in the registry).
+  assert not hasattr(registry, "DEFAULTS")
+  with pytest.raises(KeyError, match=r"distill\.kappa"):
+    losses.make_distill_loss("lix", {k: v for k, v in CFG.items() if k != "kappa"})
+  d = dict(DISTILL_DEFAULTS, taps=["decoder"], tap_weights=[1.0])
+  built = losses.make_distill_loss("lix", d)
+  assert (built.lambda_l, built.lambda_f, built.taps) == (d["lambda_l"], d["lambda_f"], ("decoder",))
+  terms, _ = built.terms(**INPUTS)
   np.testing.assert_allclose(terms["logit"], direct_logit("dwld", INPUTS, d), rtol=1e-6)
   np.testing.assert_allclose(
       terms["feature"],

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lix_jax import plots
 from lix_jax.train import metrics as M
 
 K = 5
@@ -114,7 +115,7 @@ def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert rows == [{"step": 1, "train/loss": 2.5, "train/lr": 0.1},
                   {"step": 2, "train/loss": 1.25, "eval/miou": None}]
-  assert math.isnan(M.read_jsonl(tmp_path / "metrics.jsonl")[1]["eval/miou"])
+  assert math.isnan(plots.read_jsonl(tmp_path / "metrics.jsonl")[1]["eval/miou"])
 
   files = glob.glob(os.path.join(tmp_path, "tb", "events.out.tfevents.*"))
   assert len(files) == 1

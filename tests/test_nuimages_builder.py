@@ -118,7 +118,7 @@ def test_nuimages_missing_image_names_the_file(tmp_path):
 
 def test_teacher_on_nuimages_without_depth_is_a_config_error(tmp_path):
   import importlib.util
-  from lix_jax.train import loop
+  from lix_jax.train import inputs
   root = str(tmp_path / "root")
   fx.write_nuimages(root, "v1.0-mini", 6, seed=3)
   spec = importlib.util.spec_from_file_location(
@@ -128,7 +128,7 @@ def test_teacher_on_nuimages_without_depth_is_a_config_error(tmp_path):
   config = module.get_config()
   config.data.root, config.data.data_dir, config.data.builder_config = root, str(tmp_path / "d"), "mini"
   with pytest.raises(ValueError, match="nuimages.*no depth.*teacher"):
-    loop.check_has_depth(config)
+    inputs.check_has_depth(config)
   fx.write_nuimages(str(tmp_path / "root_depth"), "v1.0-mini", 6, seed=3, depth=True)
   config.data.root, config.data.data_dir = str(tmp_path / "root_depth"), str(tmp_path / "d2")
-  loop.check_has_depth(config)  # With user-made depth maps a teacher is fine.
+  inputs.check_has_depth(config)  # With user-made depth maps a teacher is fine.

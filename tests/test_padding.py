@@ -27,6 +27,7 @@ import pytest
 import fake_models
 
 from lix_jax import losses
+from lix_jax.config import base_config
 from lix_jax.data import pipeline
 from lix_jax.train import metrics as metrics_lib
 from lix_jax.train import sharding, state as state_lib, steps
@@ -134,7 +135,9 @@ TAPS = ("stage3", "decoder")
 BOXES = [(0, 8, 0, 6), (0, 8, 6, 12), (2, 8, 2, 8), (0, 8, 0, 12), (0, 4, 0, 12), (4, 6, 4, 6),
          (2, 6, 0, 10), (0, 6, 4, 12)]
 U_BOXES = [BOXES[(i + 3) % N] for i in range(N)]
-CFG = dict(lambda_l=0.7, lambda_f=0.3, lambda_unlabeled=0.5, alpha=1.3, beta=0.6, temperature=2.0,
+# Every `distill` key at its default (lix_jax.config, the one place), then this test's values.
+DISTILL_DEFAULTS = base_config().distill.to_dict()
+CFG = dict(DISTILL_DEFAULTS, lambda_l=0.7, lambda_f=0.3, lambda_unlabeled=0.5, alpha=1.3, beta=0.6, temperature=2.0,
            controller="balanced_sym", kappa=2.0, class_balance=1.0, sigma=0.8, mix=0.4,
            lambda_kr=1.0, lambda_cka=0.5, kernel="linear", stride=1, taps=TAPS,
            tap_weights=(1.0, 0.5), pl_threshold=0.5, at_p=2, cwd_temperature=3.0)
@@ -207,8 +210,8 @@ def _run(method: str, num_devices: int | None):
   """(metrics, new params) of one distill step; None = unsharded (axis_name=None)."""
   student, teacher, adapters, t_vars, state = _setup()
   step = functools.partial(steps.distill_step, student=student, teacher=teacher,
-                           adapters=adapters, method=method,
-                           distill_cfg=dict(CFG, **METHODS[method]))
+                           adapters=adapters,
+                           distill_loss=losses.make_distill_loss(method, dict(CFG, **METHODS[method])))
   if num_devices is None:
     new_state, metrics = jax.jit(functools.partial(step, axis_name=None))(state, _batch(), t_vars)
     return jax.tree.map(np.asarray, (metrics, new_state.params))
@@ -393,7 +396,7 @@ def test_supervised_step_and_distill_losses_mask_padding():
   rng = np.random.default_rng(1)
   t_logits = rng.normal(size=s_logits.shape)
   feats, t_feats = rng.normal(size=(2, N, H, W, 3))
-  cfg = dict(CFG, taps=("decoder",), tap_weights=None)
+  cfg = dict(CFG, taps=("decoder",), tap_weights=(1.0,))
   got, _ = jax.jit(lambda s, t, y, f, tf, v: losses.distill_losses(
       "lix", student_logits=s, teacher_logits=t, labels=y, student_feats={"decoder": f},
       teacher_feats={"decoder": tf}, cfg=cfg, valid_mask=v))(
@@ -407,13 +410,13 @@ def test_supervised_step_and_distill_losses_mask_padding():
 
 
 def test_next_batch_passes_the_masks_to_the_step():
-  from lix_jax.train import loop  # noqa: PLC0415
+  from lix_jax.train import inputs  # noqa: PLC0415
   src = [_example(i) for i in range(2)]
   kw = dict(batch_size=2, x_modality="depth", crop_hw=(16, 40), scale_range=(0.4, 0.6),
             shard_index=0, shard_count=1)
   iters = {"train": iter(pipeline.train_dataset(src, seed=0, **kw)),
            "unlabeled": iter(pipeline.unlabeled_dataset(src, seed=1, **kw))}
-  batch = loop.next_batch(iters)
+  batch = inputs.next_batch(iters)
   assert set(batch) == {"image", "x", "label", "valid", "unlabeled_image", "unlabeled_x",
                         "unlabeled_valid"}
   for prefix in ("", "unlabeled_"):

@@ -263,7 +263,8 @@ def test_image_stats_and_to_global_batch():
   n = len(jax.devices())
   local = {"image": np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3),
            "valid": np.ones(n, bool), "id": np.array([b"a"] * n)}
-  out = pipeline.to_global_batch(local, mesh)
+  from lix_jax.train import sharding  # noqa: PLC0415  (the trainer's; the data tests need no flax)
+  out = sharding.to_global_batch(local, mesh)
   assert set(out) == {"image", "valid"}
   np.testing.assert_array_equal(np.asarray(out["image"]), local["image"])
   assert out["image"].sharding.spec == jax.sharding.PartitionSpec("data")

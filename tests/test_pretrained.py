@@ -15,10 +15,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from lix_jax import models
-from lix_jax.config_defaults import base_config
+from lix_jax.config import base_config
 from lix_jax.models import pretrained
 from lix_jax.models.backbones import make_backbone
-from lix_jax.train import loop
+from lix_jax.train.task import Task
 
 # torchvision's ResNet definitions: (block, blocks per layer, expansion).
 ARCHS = {"resnet18": ("basic", (2, 2, 2, 2), 1), "resnet50": ("bottleneck", (3, 4, 6, 3), 4)}
@@ -255,8 +255,8 @@ def test_init_state_loads_student_pretrained(tmp_path):
   config = base_config()
   config.data.crop_hw = (HW, HW)
   config.student.update(width=1.0, stem="imagenet", backbone="resnet18", pretrained=str(path))
-  student = models.build(config.student, num_classes=5, kind="student")
-  state, _ = loop.init_state(config, "student", student, num_steps=10)
+  task = Task.build(config, "student")
+  state, _ = task.init_state(num_steps=10)
   got = state.params["backbone"]
   np.testing.assert_array_equal(got["stage1"]["block0"]["conv1"]["kernel"],
                                 sd["layer1.0.conv1.weight"].transpose(2, 3, 1, 0))
@@ -264,7 +264,7 @@ def test_init_state_loads_student_pretrained(tmp_path):
   np.testing.assert_array_equal(proj_bn["mean"], sd["layer2.0.downsample.1.running_mean"])
   config.student.pretrained = str(tmp_path / "absent.safetensors")
   with pytest.raises(FileNotFoundError, match=r"student\.pretrained=.*absent\.safetensors"):
-    loop.init_state(config, "student", student, num_steps=10)
+    task.init_state(num_steps=10)
 
 
 def test_late_fusion_teacher_loads_both_branches(tmp_path):

@@ -1,7 +1,7 @@
 """Which config changes a run may survive (DESIGN §6): resume, re-use, refuse, start over.
 
-Unit level: `lix_jax.config.run_config_diff` / `check_same_run`, `experiment.finished_result`,
-`reliability.keep_log_until` / `move_to_previous`, `checkpoint.state_mismatch`. The CLI cases
+Unit level: `lix_jax.config.run_config_diff` / `check_same_run`, `pipeline.finished_result`,
+`reliability.keep_log_until` / `move_to_previous`, `ckpt_checks.state_mismatch`. The CLI cases
 (a changed width or learning rate through `python -m lix_jax.main`) are in test_reliability.py.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from lix_jax import config as config_lib
-from lix_jax.config_defaults import base_config
-from lix_jax.train import checkpoint, experiment, reliability
+from lix_jax.config import base_config
+from lix_jax.experiments import pipeline
+from lix_jax.train import checkpoint, ckpt_checks, reliability
 
 
 def _stored(config) -> dict:
@@ -101,17 +102,17 @@ def _finished_run(path, config, step=800):
 def test_a_finished_run_is_reused_only_for_the_same_config(tmp_path):
   base = base_config()
   metrics = _finished_run(tmp_path, base)
-  assert experiment.finished_result(str(tmp_path), base, "distill") == metrics
+  assert pipeline.finished_result(str(tmp_path), base, "distill") == metrics
   # Observing keys may differ; a loss weight may not (the old student is never handed back).
-  assert experiment.finished_result(
+  assert pipeline.finished_result(
       str(tmp_path), config_lib.with_overrides(base, {"train.log_every": 1}), "distill") == metrics
   with pytest.raises(config_lib.ConfigMismatchError, match=r"distill\.lambda_f: 1\.0 -> 2\.0"):
-    experiment.finished_result(str(tmp_path), config_lib.with_overrides(
+    pipeline.finished_result(str(tmp_path), config_lib.with_overrides(
         base, {"distill.lambda_f": 2.0}), "distill")
   # More steps than were run: not finished (training extends it); restart: never re-used.
-  assert experiment.finished_result(
+  assert pipeline.finished_result(
       str(tmp_path), config_lib.with_overrides(base, {"train.num_steps": 1600}), "distill") is None
-  assert experiment.finished_result(
+  assert pipeline.finished_result(
       str(tmp_path), config_lib.with_overrides(base, {"train.restart": True}), "distill") is None
 
 
@@ -120,7 +121,7 @@ def test_a_finished_run_without_its_config_is_not_reused_blindly(tmp_path):
   _finished_run(tmp_path, base)
   os.remove(tmp_path / "config.json")
   with pytest.raises(config_lib.ConfigMismatchError, match="without config.json"):
-    experiment.finished_result(str(tmp_path), base, "student")
+    pipeline.finished_result(str(tmp_path), base, "student")
 
 
 def test_log_lines_past_the_resumed_step_are_moved_not_dropped(tmp_path):
@@ -164,17 +165,17 @@ def test_state_mismatch_names_the_leaf(tmp_path):
   with ocp.PyTreeCheckpointer() as reader:
     tree = reader.metadata(str(tmp_path / "ckpt" / "1" / "state")).item_metadata.tree
   abstract = lambda s: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s)  # noqa: E731
-  assert checkpoint.state_mismatch(tree, abstract(state)) is None
+  assert ckpt_checks.state_mismatch(tree, abstract(state)) is None
   wider = jax.tree.map(lambda x: x, state)
   wider["params"]["conv"]["kernel"] = jnp.ones((3, 3, 4, 16))
-  assert checkpoint.state_mismatch(tree, abstract(wider)) == \
+  assert ckpt_checks.state_mismatch(tree, abstract(wider)) == \
       "params/conv/kernel has shape [3, 3, 4, 8], requested [3, 3, 4, 16]"
   more = dict(state, params={"conv": dict(state["params"]["conv"], bias=jnp.zeros(8))})
-  assert "params/conv/bias is missing from the checkpoint" in checkpoint.state_mismatch(
+  assert "params/conv/bias is missing from the checkpoint" in ckpt_checks.state_mismatch(
       tree, abstract(more))
   # Restoring it raises StateMismatchError (a config error), and skips nothing.
   with checkpoint.Checkpointer(tmp_path / "ckpt") as ckpt:
-    with pytest.raises(checkpoint.StateMismatchError, match="params/conv/kernel"):
+    with pytest.raises(ckpt_checks.StateMismatchError, match="params/conv/kernel"):
       ckpt.restore_latest(abstract(wider))
     assert ckpt.skipped == [] and ckpt.all_steps() == [1]
     restored, step = ckpt.restore_latest(abstract(state))

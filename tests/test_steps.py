@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lix_jax import models
+from lix_jax import losses, models
+from lix_jax.config import base_config
 from lix_jax.train import sharding, state as state_lib, steps
 
 NUM_CLASSES = 5
@@ -22,7 +23,9 @@ STUDENT = ml_collections.ConfigDict(dict(backbone="resnet18", width=0.125, stem=
                                          decoder_channels=8))
 OPTIM = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.05, schedule="cosine",
                                        warmup_steps=1, momentum=0.9, weight_decay=1e-4))
-DISTILL = dict(method="lix", lambda_l=1.0, lambda_f=1.0, alpha=1.0, beta=1.0, temperature=2.0,
+# Every `distill` key at its default (lix_jax.config, the one place), then this test's values.
+DISTILL_DEFAULTS = base_config().distill.to_dict()
+DISTILL = dict(DISTILL_DEFAULTS, method="lix", lambda_l=1.0, lambda_f=1.0, alpha=1.0, beta=1.0, temperature=2.0,
                controller="dynamic", kappa=2.0, sigma=1.0, mix=0.5, lambda_kr=1.0, lambda_cka=1.0,
                kernel="linear", stride=1, taps=("stage3", "decoder"), tap_weights=(1.0, 1.0),
                lambda_unlabeled=0.5)
@@ -144,7 +147,7 @@ def test_distill_step_with_unlabeled_frames_8_devices_equals_1_device():
     dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:n]))
     step = dp.wrap(functools.partial(
         steps.distill_step, student=student(bn_axis_name="data"), teacher=teacher,
-        adapters=adapters, method="lix", distill_cfg=DISTILL))
+        adapters=adapters, distill_loss=losses.make_distill_loss("lix", DISTILL)))
     out[n] = _run(step, state, batches, dp, extra=(t_vars,))
   np.testing.assert_allclose(out[8][0], out[1][0], rtol=1e-5)
   _assert_trees_close(out[8][1].params, out[1][1].params)

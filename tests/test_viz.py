@@ -1,4 +1,5 @@
-"""Tests of lix_jax.viz: colour maps against their definitions, grid layout, figures render."""
+"""Tests of lix_jax.viz and lix_jax.plots: colour maps against their definitions, grid layout,
+figures render."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lix_jax import viz
+from lix_jax import plots, viz
 
 
 def test_colorize_palette_and_ignore():
@@ -98,41 +99,42 @@ def _check_picture(img, path=None):
 
 def test_figures_render(tmp_path):
   rng = np.random.default_rng(0)
-  img = viz.weight_map_figure(rng.random((16, 48)), rng.random((16, 48)),
+  img = plots.weight_map_figure(rng.random((16, 48)), rng.random((16, 48)),
                               rng.integers(0, 255, (16, 48, 3), dtype=np.uint8),
                               title="DWC", path=tmp_path / "w.png")
   _check_picture(img, tmp_path / "w.png")
   with pytest.raises(ValueError, match="w_n"):
-    viz.weight_map_figure(np.ones((4, 4)), np.ones((4, 5)))
+    plots.weight_map_figure(np.ones((4, 4)), np.ones((4, 5)))
 
-  _check_picture(viz.cka_bars({"stage2": 0.5, "stage3": 0.8}))
-  _check_picture(viz.cka_bars({"stage2": {"kd": 0.5, "lix": 0.7}, "stage3": {"kd": 0.6}}))
+  _check_picture(plots.cka_bars({"stage2": 0.5, "stage3": 0.8}))
+  _check_picture(plots.cka_bars({"stage2": {"kd": 0.5, "lix": 0.7}, "stage3": {"kd": 0.6}}))
 
   log = tmp_path / "metrics.jsonl"
   with open(log, "w") as f:
     for s in range(5):
       f.write(json.dumps({"step": s, "train/loss": 1.0 / (s + 1)}) + "\n")
     f.write(json.dumps({"step": 4, "eval/miou": 0.5}) + "\n")
-  _check_picture(viz.training_curves(log, ["train/loss", "eval/miou"], path=tmp_path / "c.png"),
+  _check_picture(plots.training_curves(log, ["train/loss", "eval/miou"], path=tmp_path / "c.png"),
                  tmp_path / "c.png")
-  _check_picture(viz.training_curves({"a": log, "b": log}, ["train/loss"]))
+  _check_picture(plots.training_curves({"a": log, "b": log}, ["train/loss"]))
   with pytest.raises(KeyError, match="train/nope"):
-    viz.training_curves(log, ["train/nope"])
+    plots.training_curves(log, ["train/nope"])
 
   rows = [{"method": "teacher", "miou": 0.78}, {"method": "kd", "miou": 0.6, "std": 0.01},
           {"method": "lix", "miou": 0.7, "std": 0.02}]
-  _check_picture(viz.results_bar_chart(rows, path=tmp_path / "r.png"), tmp_path / "r.png")
+  _check_picture(plots.results_bar_chart(rows, path=tmp_path / "r.png"), tmp_path / "r.png")
   with pytest.raises(KeyError, match="miou"):
-    viz.results_bar_chart([{"method": "kd"}])
+    plots.results_bar_chart([{"method": "kd"}])
   # A long table turns horizontal: it grows downwards with its rows, not sideways.
   many = [{"method": "teacher", "miou": 0.78}] + [
       {"label": f"a long row label number {i} (lix_jax's own)", "miou": 0.5 + i / 100, "std": 0.01}
-      for i in range(viz.HORIZONTAL_BARS_FROM + 8)]
-  tall, taller = viz.results_bar_chart(many[:-8]), viz.results_bar_chart(many)
+      for i in range(plots.HORIZONTAL_BARS_FROM + 8)]
+  tall, taller = plots.results_bar_chart(many[:-8]), plots.results_bar_chart(many)
   _check_picture(taller)
   assert tall.shape[1] == taller.shape[1] and taller.shape[0] > tall.shape[0] > tall.shape[1] / 3
   # So does a short table with a label too long to sit under a vertical bar; short labels do not.
-  short = viz.results_bar_chart(rows)
+  short = plots.results_bar_chart(rows)
   assert short.shape[0] > short.shape[1] / 2
-  long_label = viz.results_bar_chart(rows + [dict(many[1], label="x" * (viz.VERTICAL_LABEL_MAX_CHARS + 1))])
+  long_label = plots.results_bar_chart(
+      rows + [dict(many[1], label="x" * (plots.VERTICAL_LABEL_MAX_CHARS + 1))])
   assert long_label.shape[0] < long_label.shape[1] / 2

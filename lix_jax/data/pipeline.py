@@ -56,9 +56,9 @@ import grain
 import jax
 import numpy as np
 
+from lix_jax import IGNORE_INDEX  # noqa: F401  (re-exported; defined once in lix_jax/__init__.py)
 from lix_jax.data import geometry
 
-IGNORE_INDEX = 255
 # ImageNet mean / std in 0..255 units (RGB), the usual default for pretrained-style backbones.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -398,15 +398,3 @@ def image_stats(source: Sequence[Mapping[str, Any]], max_examples: int = 256):
     s, s2, cnt = s + img.sum(0), s2 + (img ** 2).sum(0), cnt + img.shape[0]
   mean = s / cnt
   return tuple(mean.tolist()), tuple(np.sqrt(np.maximum(s2 / cnt - mean ** 2, 0)).tolist())
-
-
-def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
-                    axis: str = "data") -> dict:
-  """Per-host NumPy batch -> global jax Arrays sharded on their leading axis over `axis`.
-
-  Uses `jax.make_array_from_process_local_data` per leaf, so the global batch is the hosts' local
-  batches concatenated in process order. Non-numeric leaves (`id`) are left out.
-  """
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local_batch.items() if np.asarray(v).dtype.kind in "biuf"}

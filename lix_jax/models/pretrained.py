@@ -12,7 +12,7 @@ Three steps, each usable on its own:
   stage outputs equal torchvision's `layer1..layer4` outputs (tests/test_pretrained.py checks this
   against an independent NumPy forward).
 * `load_imagenet_encoders(model, variables, path)`: freshly initialised variables of a `Student`
-  or `Teacher` with the encoder(s) replaced; what `train.loop.init_state` calls when
+  or `Teacher` with the encoder(s) replaced; what `train.task.Task.init_state` calls when
   `student.pretrained` / `teacher.pretrained` is set.
 
 Getting the weights (on a machine with internet; lix_jax itself downloads nothing), e.g. timm's:

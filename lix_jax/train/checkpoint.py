@@ -17,21 +17,17 @@ are kept only while they are among the latest.
 Resume (`restore_latest`) tries the steps newest first and takes the first one that restores and
 whose checksum matches. Only corruption is skipped: a step whose saved state has another structure
 or shape than the requested one (a changed config) raises `StateMismatchError` before anything is
-moved. Corruption is what remains: orbax does not notice a truncated file until restore, nor a flipped bit
-in an OCDBT data file at all (it restores wrong values silently). Every skipped step is logged
-with its reason and listed in `Checkpointer.skipped`. Interrupted saves
+moved. Corruption is what remains: orbax does not notice a truncated file until restore, nor a
+flipped bit in an OCDBT data file at all (it restores wrong values silently). Every skipped step
+is logged with its reason and listed in `Checkpointer.skipped`. Interrupted saves
 (`<step>.orbax-checkpoint-tmp`) are never listed by orbax and are removed at start-up.
 
-The checksum is a sha256 over each leaf's dtype, shape and bytes, in tree order, computed on the
-host from process-local data (`x.addressable_data(0)` for replicated arrays), so every process
-computes the same value. Typed PRNG keys are hashed through `jax.random.key_data`. Leaves that are
-sharded across processes (not fully addressable and not replicated) contribute only dtype and
-shape (counted in `unhashed_leaves`); lix_jax's train state is fully replicated.
+The checksum, the structure check and their errors (`ChecksumError`, `StateMismatchError`) are in
+`ckpt_checks`.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -44,52 +40,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lix_jax.train import ckpt_checks
+
 log = logging.getLogger(__name__)
 
 STATE_ITEM = "state"
 CONFIG_ITEM = "config"
 CHECKSUM_ITEM = "checksum"
 DATA_PREFIX = "data_"
-
-
-# --------------------------------------------------------------------------------------------
-# Checksum.
-# --------------------------------------------------------------------------------------------
-def _host_array(x: Any) -> np.ndarray | None:
-  """The leaf as a host array from process-local data; None if it is sharded across processes."""
-  if isinstance(x, jax.Array):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      x = jax.random.key_data(x)
-    if x.is_fully_addressable:
-      return np.asarray(x)
-    if x.is_fully_replicated:
-      return np.asarray(x.addressable_data(0))
-    return None
-  return np.asarray(x)
-
-
-def state_checksum(state: Any) -> dict[str, Any]:
-  """sha256 over the leaves of `state` (dtype, shape and bytes of each, in tree order).
-
-  Args:
-    state: any pytree of jax/NumPy arrays and Python scalars.
-
-  Returns:
-    `{"sha256": hex str, "num_leaves": int, "unhashed_leaves": int}`; `unhashed_leaves` counts
-    leaves sharded across processes, for which only dtype and shape enter the hash.
-  """
-  h = hashlib.sha256()
-  leaves = jax.tree.leaves(state)
-  unhashed = 0
-  for leaf in leaves:
-    arr = _host_array(leaf)
-    if arr is None:
-      unhashed += 1
-      h.update(f"{leaf.dtype}{tuple(leaf.shape)}|sharded|".encode())
-      continue
-    h.update(f"{arr.dtype.name}{arr.shape}|".encode())
-    h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
-  return {"sha256": h.hexdigest(), "num_leaves": len(leaves), "unhashed_leaves": unhashed}
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,75 +117,6 @@ def _all_processes(ok: bool) -> bool:
   return bool(np.all(flags))
 
 
-class ChecksumError(ValueError):
-  """A restored state does not match the checksum stored with it."""
-
-
-class StateMismatchError(ValueError):
-  """A checkpoint holds a state of another structure or shape: a config (or code) change, which is
-  an error to report, never corruption to skip (DESIGN §6)."""
-
-
-def _path_str(path) -> str:
-  """A tree path as "a/b/0/c", the same for orbax's metadata dicts and the TrainState dataclass."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
-def state_mismatch(stored_tree: Any, abstract_state: Any) -> str | None:
-  """The first leaf whose presence or shape differs between a checkpoint and the requested state.
-
-  Args:
-    stored_tree: the `tree` of orbax's item metadata of a saved state (leaves have `.shape`).
-    abstract_state: the requested state (arrays or ShapeDtypeStructs).
-
-  Returns:
-    None when every array leaf has the same path and shape; else a short description. Typed PRNG
-    keys are left out (orbax stores them as their uint32 key data).
-  """
-  def is_key(leaf):
-    return jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key)
-
-  wanted = {_path_str(p): tuple(np.shape(x)) for p, x in
-            jax.tree_util.tree_leaves_with_path(abstract_state) if not is_key(x)}
-  keys = {_path_str(p) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state) if is_key(x)}
-  stored = {_path_str(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(stored_tree)
-            if _path_str(p) not in keys}
-  for name in sorted(set(wanted) | set(stored)):
-    if name not in stored:
-      return f"{name} is missing from the checkpoint (requested shape {list(wanted[name])})"
-    if name not in wanted:
-      return f"{name} (shape {list(stored[name])}) is not in the requested state"
-    if stored[name] != wanted[name]:
-      return f"{name} has shape {list(stored[name])}, requested {list(wanted[name])}"
-  return None
-
-
-def _check_structure(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
-                     where: str) -> None:
-  """Raises StateMismatchError when step's saved state has another structure than requested.
-
-  Unreadable metadata is left to the restore itself (and then counts as corruption)."""
-  try:
-    with ocp.PyTreeCheckpointer() as reader:
-      path = os.path.join(os.fspath(mngr.directory), str(step), STATE_ITEM)
-      stored_tree = reader.metadata(path).item_metadata.tree
-  except Exception:  # noqa: BLE001  (unreadable metadata: the restore reports the corruption)
-    return
-  mismatch = state_mismatch(stored_tree, abstract_state)
-  if mismatch is not None:
-    raise StateMismatchError(
-        f"checkpoint step {step} in {where} holds a state of another structure ({mismatch}): "
-        "the config (or lix_jax's model code) differs from the run's; nothing was moved")
-
-
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
                   data_iters: Mapping[str, Any] | None, verify: bool) -> Any:
   """Restores one step (data iterators in place) and verifies its checksum; raises on failure."""
@@ -239,12 +128,7 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   state = restored[STATE_ITEM]
   if verify:
-    stored = restored[CHECKSUM_ITEM]
-    actual = state_checksum(state)
-    if stored.get("sha256") != actual["sha256"]:
-      raise ChecksumError(f"checksum mismatch: stored {str(stored.get('sha256'))[:16]}…, "
-                          f"restored state hashes to {actual['sha256'][:16]}… "
-                          f"({actual['num_leaves']} leaves; stored {stored.get('num_leaves')})")
+    ckpt_checks.verify_checksum(restored[CHECKSUM_ITEM], state)
   return state
 
 
@@ -255,7 +139,9 @@ def _restore_newest_good(mngr: ocp.CheckpointManager, steps: list[int], abstract
   skipped: list[tuple[int, str]] = []
   saved_positions = {k: it.get_state() for k, it in (data_iters or {}).items()}
   for step in steps:
-    _check_structure(mngr, step, abstract_state, where)  # A config change, never "corruption".
+    # A config change, never "corruption".
+    ckpt_checks.check_structure(os.path.join(os.fspath(mngr.directory), str(step), STATE_ITEM),
+                                abstract_state, step=step, where=where)
     try:
       state = _restore_step(mngr, step, abstract_state, data_iters, verify)
       reason = None
@@ -346,7 +232,7 @@ class Checkpointer:
     items: dict[str, Any] = {
         STATE_ITEM: ocp.args.StandardSave(state),
         CONFIG_ITEM: ocp.args.JsonSave(_jsonable(config if config is not None else {})),
-        CHECKSUM_ITEM: ocp.args.JsonSave(state_checksum(state)),
+        CHECKSUM_ITEM: ocp.args.JsonSave(ckpt_checks.state_checksum(state)),
     }
     for name, it in (data_iters or {}).items():
       items[_data_item(name)] = grain.checkpoint.CheckpointSave(it)

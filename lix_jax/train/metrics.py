@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE_INDEX = 255
+from lix_jax import IGNORE_INDEX  # noqa: F401  (re-exported; defined once in lix_jax/__init__.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,8 +140,9 @@ class MetricWriter:
   `metrics.jsonl` gets one JSON object per `write_scalars` call: `{"step": int, key: float, ...}`
   with the keys exactly as given (e.g. `"train/loss"`); non-finite values are written as `null`
   so that every line is strict JSON. The file is opened in append mode, so a resumed run keeps
-  its history (steps may then repeat; readers should keep the last value per step). TensorBoard
-  gets `add_scalar(key, value, step)` per key (not `add_scalars`, which makes a sub-run per key).
+  its history (steps may then repeat; readers should keep the last value per step, as
+  `lix_jax.plots.training_curves` does). TensorBoard gets `add_scalar(key, value, step)` per key
+  (not `add_scalars`, which makes a sub-run per key).
 
   On non-chief processes (`is_chief=False`) every method is a no-op and nothing is created.
   """
@@ -214,17 +215,6 @@ class MetricWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Reads a `metrics.jsonl` file into a list of dicts (`null` values come back as NaN)."""
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        row = json.loads(line)
-        rows.append({k: (math.nan if v is None else v) for k, v in row.items()})
-  return rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ donated. Every host feeds its own slice of the global batch (`shard_batch`).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.jax_utils
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lix_jax.data import pipeline
 
 AXIS = "data"
 
@@ -109,7 +108,7 @@ class DataParallel:
                          f"its {n_local} devices")
     if self.backend == "pmap":
       return {k: np.reshape(v, (n_local, -1) + v.shape[1:]) for k, v in local_batch.items()}
-    return pipeline.to_global_batch(local_batch, self.mesh, AXIS)
+    return to_global_batch(local_batch, self.mesh, AXIS)
 
   def fetch(self, tree) -> Any:
     """Replicated device values -> host NumPy (one copy, also on multi-host meshes)."""
@@ -147,3 +146,15 @@ class DataParallel:
       return sharded(*args)
 
     return jax.jit(wrapped, donate_argnums=tuple(donate_argnums))
+
+
+def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
+                    axis: str = AXIS) -> dict:
+  """Per-host NumPy batch -> global jax Arrays sharded on their leading axis over `axis`.
+
+  Uses `jax.make_array_from_process_local_data` per leaf, so the global batch is the hosts' local
+  batches concatenated in process order. Non-numeric leaves (`id`) are left out.
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items() if np.asarray(v).dtype.kind in "biuf"}

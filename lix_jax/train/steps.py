@@ -98,7 +98,7 @@ def _split(tree, n: int):
 
 
 def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str, Any], *,
-                 student, teacher, adapters, method: str, distill_cfg: Mapping[str, Any],
+                 student, teacher, adapters, distill_loss: losses.DistillLoss,
                  axis_name: str | None = "data") -> tuple[TrainState, dict[str, jax.Array]]:
   """One distillation step (DESIGN §2.5, §2.6): L = L_H + λ_L·(L_L + λ_U·L_L^u) + λ_F·L_F.
 
@@ -111,11 +111,10 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
       exclude pixels from every loss (module docstring).
     teacher_variables: the frozen teacher's {"params", "batch_stats"} (run in eval mode).
     student, teacher, adapters: flax modules; `adapters` maps student taps to teacher widths.
-    method: a name of `losses.METHODS`.
-    distill_cfg: the `distill` config section (weights and loss hyper-parameters).
+    distill_loss: the method's losses and weights, built once from the config
+      (`losses.make_distill_loss`) and bound here with `functools.partial`.
   """
-  spec = losses.get_method(method)
-  cfg = distill_cfg
+  spec = distill_loss.method
   n_labeled = batch["image"].shape[0]
   has_unlabeled = "unlabeled_image" in batch
   images, xs = batch["image"], batch["x"]
@@ -131,9 +130,9 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
   teacher_logits, teacher_taps = jax.lax.stop_gradient(
       teacher.apply(teacher_variables, images, xs, train=False))
 
-  taps = list(cfg.get("taps", ())) if spec.feature else []
-  lambda_l, lambda_f = float(cfg.get("lambda_l", 1.0)), float(cfg.get("lambda_f", 1.0))
-  lambda_u = float(cfg.get("lambda_unlabeled", 1.0))
+  taps = distill_loss.taps
+  lambda_l, lambda_f = distill_loss.lambda_l, distill_loss.lambda_f
+  lambda_u = distill_loss.lambda_unlabeled
 
   def loss_fn(params):
     variables = {"params": params["student"], "batch_stats": state.batch_stats}
@@ -146,14 +145,13 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
     terms = {"ce": ce}
     aux = {}
     if spec.logit and spec.logit_on_labeled:
-      terms["logit"], aux_l = losses.LOGIT_LOSSES[spec.logit](
-          s_logits, t_logits, labels, cfg=cfg, axis_name=axis_name)
+      terms["logit"], aux_l = distill_loss.logit(s_logits, t_logits, labels, axis_name=axis_name)
       aux.update({f"{spec.logit}/{k}": v for k, v in aux_l.items()})
     if spec.logit and has_unlabeled:
       # The teacher's arg-max on the real pixels; 255 (no target) on the padding.
       targets = losses.teacher_targets(tu_logits, u_valid)
-      terms["logit_unlabeled"], aux_u = losses.LOGIT_LOSSES[spec.logit](
-          su_logits, tu_logits, targets, cfg=cfg, axis_name=axis_name)
+      terms["logit_unlabeled"], aux_u = distill_loss.logit(su_logits, tu_logits, targets,
+                                                           axis_name=axis_name)
       aux.update({f"{spec.logit}_unlabeled/{k}": v for k, v in aux_u.items()})
     if taps:
       adapted = {name: student_taps[name] for name in taps}
@@ -161,8 +159,8 @@ def distill_step(state: TrainState, batch: Batch, teacher_variables: Mapping[str
         adapted = adapters.apply({"params": params["adapters"]}, adapted)
       # Feature distillation needs no labels: it covers labelled and unlabelled frames alike, on
       # their real pixels (the masks are resized to each tap by nearest neighbour).
-      terms["feature"], aux_f = losses.feature_distill_loss(
-          spec.feature, adapted, teacher_taps, cfg=cfg, valid_mask=valid, axis_name=axis_name)
+      terms["feature"], aux_f = distill_loss.feature(adapted, teacher_taps, valid_mask=valid,
+                                                     axis_name=axis_name)
       aux.update(aux_f)
     total = (ce + lambda_l * (terms.get("logit", 0.0) + lambda_u * terms.get("logit_unlabeled", 0.0))
              + lambda_f * terms.get("feature", 0.0))

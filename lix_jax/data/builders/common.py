@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 # for Python < 3.9 (STACK_FACTS §1); the stdlib module is API-compatible for what it uses.
 sys.modules.setdefault("importlib_resources", importlib.resources)
 
-IGNORE_INDEX = 255
+from lix_jax import IGNORE_INDEX  # noqa: F401  (re-exported; defined once in lix_jax/__init__.py)
 
 
 def example_features() -> tfds.features.FeaturesDict:

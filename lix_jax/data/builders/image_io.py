@@ -75,6 +75,11 @@ def read_png_u16(path: PathLike) -> np.ndarray:
   raise ValueError(f"{os.fspath(path)}: expected a 16-bit single-channel PNG, got PIL mode {img.mode!r}")
 
 
+def read_kitti_depth(path: str) -> np.ndarray:
+  """Reads a KITTI-format depth PNG (uint16, metres x 256, 0 = missing). Returns float32 [H, W] m."""
+  return read_png_u16(path).astype(np.float32) / np.float32(256.0)
+
+
 def read_text(path: PathLike) -> str:
   """Reads a text file, raising ValueError naming it when missing or not UTF-8."""
   path = os.fspath(path)

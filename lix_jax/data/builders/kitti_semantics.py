@@ -62,11 +62,6 @@ def parse_kitti_p2(path: str) -> tuple[float, float, float, float]:
   raise ValueError(f"{path}: no 'P2:' or 'P_rect_02:' line")
 
 
-def read_kitti_depth(path: str) -> np.ndarray:
-  """Reads a KITTI-format depth PNG (uint16, metres x 256, 0 = missing). Returns float32 [H, W] m."""
-  return image_io.read_png_u16(path).astype(np.float32) / np.float32(256.0)
-
-
 class KittiSemantics(LixBuilder):
   """KITTI semantics (200 labelled images) with optional user-made depth; see the module docstring."""
 
@@ -127,7 +122,7 @@ class KittiSemantics(LixBuilder):
         if not os.path.isfile(depth_path):
           raise ValueError(f"{depth_path}: depth file missing for image {image_path} "
                            f"({depth_dir} exists, so every image needs one)")
-        depth = read_kitti_depth(depth_path)
+        depth = image_io.read_kitti_depth(depth_path)
         image_io.check_same_size(image_path, hw, depth_path, depth)
       else:
         depth = np.zeros(hw, np.float32)

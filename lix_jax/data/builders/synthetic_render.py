@@ -14,11 +14,11 @@ import functools
 
 import numpy as np
 
+from lix_jax import IGNORE_INDEX as IGNORE
 from lix_jax.data.builders import synthetic_scene as scene
 
 MAX_DEPTH = 80.0  # the depth sensor's range (m); farther surfaces have depth 0
 MAX_LABEL_RANGE = 100.0  # surfaces farther than this (m) are labelled 255 (ignore)
-IGNORE = 255
 _NEAR = 0.05
 # Face codes -> outward normals; code 6 = cylinder side (radial normal).
 _FACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1],

@@ -138,7 +138,7 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
     workdir: the run's workdir.
     role: "teacher" | "student" | "distill" (a distilled student ships as `student`).
     variables: the network's `{"params", "batch_stats"}` on the host (for "distill" the student's
-      own variables, `loop.model_variables`, so the adapters are not part of it).
+      own variables, `Task.variables`, so the adapters are not part of it).
     platforms: lowering platforms (CPU only where this jax cannot lower for the others).
     dtypes: the variants to write.
 
@@ -183,7 +183,7 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
       "accepted_sizes": f"H and W multiples of {STRIDE}, any batch",
       "padding": f"other sizes: pad the image bottom/right to multiples of {STRIDE} with the mean "
                  "colour (round(normalization.mean)) and crop labels/logits back "
-                 "(lix_jax.export.segment does this)",
+                 "(lix_jax.experiments.export.segment does this)",
       "normalization": {"mean": list(pipeline.IMAGENET_MEAN), "std": list(pipeline.IMAGENET_STD),
                         "units": "0..255", "formula": "(image - mean) / std",
                         "applied": "inside the artifact"},

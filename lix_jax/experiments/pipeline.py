@@ -8,6 +8,7 @@ run lives in its own sub-workdir, so an interrupted pipeline resumes where it st
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -17,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from lix_jax import config as config_lib
-from lix_jax import models
-from lix_jax import viz
-from lix_jax.train import loop, reliability, report
+from lix_jax import plots, viz
+from lix_jax.experiments import export, report
+from lix_jax.train import inputs, loop, reliability
 
 RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
 
@@ -29,11 +30,8 @@ def regime(config) -> str:
 
 
 def student_config(config, method: str, seed: int, teacher_workdir: str) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.seed = seed
-  c.distill.method = method
-  c.distill.teacher_workdir = teacher_workdir
-  return c
+  return config_lib.with_overrides(config, {"seed": seed, "distill.method": method,
+                                            "distill.teacher_workdir": teacher_workdir})
 
 
 def finished_result(workdir: str, config=None, role: str | None = None,
@@ -78,7 +76,13 @@ def prepare_sources(config) -> None:
   for split in ("train", config.distill.unlabeled_split, config.data.eval_split,
                 config.data.test_split):
     if split:
-      loop.source(config, split)
+      inputs.source(config, split)
+
+
+def train_run(config, workdir: str, role: str, *, num_steps: int | None = None) -> dict[str, Any]:
+  """`loop.train` of one run, exporting the deployable network when it finishes (DESIGN §6)."""
+  return loop.train(config, workdir, role, num_steps=num_steps,
+                    finish=functools.partial(export.export_run, config, workdir, role))
 
 
 def run_role(config, workdir: str, method: str | None, *, num_steps=None) -> dict[str, Any]:
@@ -88,25 +92,34 @@ def run_role(config, workdir: str, method: str | None, *, num_steps=None) -> dic
   if result is not None:
     logging.info("Re-using the finished run in %s", workdir)
     return result
-  return loop.train(config, workdir, role, num_steps=num_steps)
+  return train_run(config, workdir, role, num_steps=num_steps)
 
 
 def result_row(config, model: str, method: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
   row = dict(model=model, method=method, fusion=config.teacher.fusion,
              x_modality=config.data.x_modality, regime=regime(config), seed=seed,
              miou=metrics["miou"], pixel_acc=metrics["pixel_acc"])
-  for name, iou in zip(loop.class_names(config), metrics["iou"]):
+  for name, iou in zip(inputs.class_names(config), metrics["iou"]):
     row[f"iou_{name}"] = iou
   return row
 
 
-def write_results(workdir: str, rows: list[dict[str, Any]]) -> str:
-  """Writes results.csv (DESIGN §6 columns, fractions) and results.md; returns the markdown."""
-  columns = list(RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
-  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
+def write_csv(path: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+  """Writes `rows` to `path` atomically (a reader never sees half a file); `columns` default to the
+  results columns of DESIGN §6 then the rows' `iou_<class>` columns; missing cells are empty."""
+  if columns is None:
+    columns = list(RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(f"{path}.tmp", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
+  os.replace(f"{path}.tmp", path)
+
+
+def write_results(workdir: str, rows: list[dict[str, Any]]) -> str:
+  """Writes results.csv (DESIGN §6 columns, fractions) and results.md; returns the markdown."""
+  write_csv(os.path.join(workdir, "results.csv"), rows)
   return summary_markdown(rows)
 
 
@@ -153,20 +166,6 @@ def stored_run_config(config, workdir: str, overrides=()) -> ml_collections.Conf
   return config_lib.with_overrides(config, values)
 
 
-def load_variables(config, workdir: str, role: str):
-  """(model, variables) of the newest good checkpoint in `workdir`, on the host.
-
-  A distilled student ("distill") is restored without its teacher: the distillation state's
-  adapter shapes come from the teacher network of `config.teacher` (shapes only, `jax.eval_shape`),
-  not from the teacher's checkpoint, so `distill.teacher_workdir` may be empty or gone.
-  """
-  model, teacher, _ = loop.build_networks(config, role, len(loop.class_names(config)))
-  teacher_vars = (models.abstract_init(teacher, tuple(config.data.crop_hw))[0]
-                  if role == "distill" else None)
-  return model, loop.restore_variables(config, workdir, role, model, teacher=teacher,
-                                       teacher_vars=teacher_vars)
-
-
 def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
   os.makedirs(workdir, exist_ok=True)
   prepare_sources(config)
@@ -183,7 +182,7 @@ def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(f"# Results ({regime(config)} regime, test split)\n\n{markdown}")
   print(markdown)
-  viz.save_png(os.path.join(workdir, "results.png"), viz.results_bar_chart(
+  viz.save_png(os.path.join(workdir, "results.png"), plots.results_bar_chart(
       [{"method": f"{r['model']}:{r['method']}", "miou": r["miou"]} for r in rows]))
   runs = {"teacher": (teacher_dir, "teacher")}
   seed = config.pipeline.seeds[0]
@@ -195,11 +194,3 @@ def run_pipeline(config, workdir: str) -> list[dict[str, Any]]:
   report.write_report(student_config(config, "lix", seed, teacher_dir), workdir, runs,
                       config.pipeline.num_predictions)
   return rows
-
-
-def run_eval(config, workdir: str, role: str, split: str | None = None) -> dict[str, Any]:
-  """Evaluates the newest good checkpoint of `workdir` on `split` (default: the test split)."""
-  model, variables = load_variables(config, workdir, role)
-  dp = loop.sharding.DataParallel(loop.sharding.make_mesh(), config.parallel.backend)
-  eval_fn = loop.make_eval_fn(dp, model, role, len(loop.class_names(config)))
-  return loop.evaluate(config, dp, eval_fn, dp.replicate(variables), split or config.data.test_split)

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lix_jax import kernels, losses, viz
-from lix_jax.data import pipeline
-from lix_jax.train import loop
+from lix_jax import kernels, losses, plots, viz
+from lix_jax.data import pipeline as input_pipeline
+from lix_jax.train import inputs, task as task_lib
 
 TAPS = ("stage1", "stage2", "stage3", "stage4", "decoder")
 
@@ -47,13 +47,11 @@ def write_report(config, workdir: str, runs: Mapping[str, tuple[str, str]], num:
   Returns:
     {"cka": {tap: {run: value}}}.
   """
-  from lix_jax.train import experiment  # noqa: PLC0415  (experiment imports this module)
-
-  raw = loop.source(config, config.data.test_split)
-  batch = next(iter(pipeline.eval_dataset(raw, batch_size=num, x_modality=config.data.x_modality)))
+  raw = inputs.source(config, config.data.test_split)
+  batch = next(iter(input_pipeline.eval_dataset(raw, batch_size=num, x_modality=config.data.x_modality)))
   outputs = {}
   for name, (run_dir, role) in runs.items():
-    model, variables = experiment.load_variables(config, run_dir, role)
+    model, variables = task_lib.load_variables(config, run_dir, role)
     outputs[name] = _forward(model, variables, role, batch)
 
   rows = []
@@ -63,7 +61,7 @@ def write_report(config, workdir: str, runs: Mapping[str, tuple[str, str]], num:
     row.update({name: viz.colorize(np.argmax(logits[i], -1)) for name, (logits, _) in outputs.items()})
     rows.append(row)
   viz.save_png(os.path.join(workdir, "predictions", "grid.png"), viz.prediction_grid(
-      rows, list(rows[0]), legend=viz.class_legend(loop.class_names(config))))
+      rows, list(rows[0]), legend=viz.class_legend(inputs.class_names(config))))
 
   teacher_logits, teacher_taps = outputs["teacher"]
   cka = {tap: {} for tap in TAPS}
@@ -72,19 +70,19 @@ def write_report(config, workdir: str, runs: Mapping[str, tuple[str, str]], num:
       for tap, value in tap_cka(taps, teacher_taps).items():
         cka[tap][name] = value
   if any(cka[tap] for tap in TAPS):
-    viz.cka_bars(cka, path=os.path.join(workdir, "cka.png"))
+    plots.cka_bars(cka, path=os.path.join(workdir, "cka.png"))
 
   lix = [name for name, (_, role) in runs.items() if role == "distill"]
   if lix:
     d = config.distill
-    _, aux = losses.dwld_loss(jnp.asarray(outputs[lix[0]][0][:1]), jnp.asarray(teacher_logits[:1]),
-                              jnp.asarray(batch["label"][:1]), alpha=d.alpha, beta=d.beta,
-                              temperature=d.temperature, controller=d.controller, kappa=d.kappa)
-    viz.weight_map_figure(np.asarray(aux["w_t"][0]), np.asarray(aux["w_n"][0]), raw[0]["image"],
+    dwld = losses.make_distill_loss("dwld", d).logit  # The run's DWLD, as its steps computed it.
+    _, aux = dwld(jnp.asarray(outputs[lix[0]][0][:1]), jnp.asarray(teacher_logits[:1]),
+                  jnp.asarray(batch["label"][:1]))
+    plots.weight_map_figure(np.asarray(aux["w_t"][0]), np.asarray(aux["w_n"][0]), raw[0]["image"],
                           title=f"DWC weights ({d.controller}, κ = {d.kappa:g}) of {lix[0]}",
                           path=os.path.join(workdir, "dwc_weights.png"))
 
   curves = {name: os.path.join(run_dir, "metrics.jsonl") for name, (run_dir, _) in runs.items()}
-  viz.training_curves(curves, keys=["ce", "eval/miou"], title="training",
+  plots.training_curves(curves, keys=["ce", "eval/miou"], title="training",
                       path=os.path.join(workdir, "training_curves.png"))
   return {"cka": cka}

@@ -80,15 +80,15 @@ def predict_folder(config, workdir: str) -> dict[str, int]:
   import jax.numpy as jnp  # noqa: PLC0415
 
   from lix_jax import viz  # noqa: PLC0415
-  from lix_jax.data import pipeline  # noqa: PLC0415
-  from lix_jax.data.builders import kitti_semantics  # noqa: PLC0415
-  from lix_jax.train import experiment  # noqa: PLC0415
+  from lix_jax.data import pipeline as input_pipeline  # noqa: PLC0415
+  from lix_jax.data.builders import image_io  # noqa: PLC0415
+  from lix_jax.train import task as task_lib  # noqa: PLC0415
 
   input_dir, files, output_dir = _image_files(config)
   role = config.eval.role
   output_dir = output_dir or os.path.join(workdir, "predictions")
   os.makedirs(output_dir, exist_ok=True)
-  model, variables = experiment.load_variables(config, workdir, role)
+  model, variables = task_lib.load_variables(config, workdir, role)
   uses_x = role == "teacher"
 
   @jax.jit
@@ -105,7 +105,7 @@ def predict_folder(config, workdir: str) -> dict[str, int]:
       depth_path = os.path.join(input_dir, f"{stem}_depth.png")
       if not os.path.exists(depth_path):
         raise FileNotFoundError(f"{depth_path}: a teacher needs the depth map next to each image")
-      depth = kitti_semantics.read_kitti_depth(depth_path)  # Same format; errors name the file.
+      depth = image_io.read_kitti_depth(depth_path)  # Same format; errors name the file.
       if depth.shape != image.shape[:2]:
         raise ValueError(f"{depth_path}: depth of size {depth.shape} does not match its image "
                          f"{image.shape[:2]}")
@@ -114,7 +114,7 @@ def predict_folder(config, workdir: str) -> dict[str, int]:
     example = {"image": image, "depth": depth, "label": np.zeros(image.shape[:2], np.uint8),
                "intrinsics": intrinsics, "baseline": np.float32(config.predict.get("baseline", 0.54)),
                "id": stem}
-    inputs = pipeline.process_example(example, None, x_modality=config.data.x_modality, labeled=False)
+    inputs = input_pipeline.process_example(example, None, x_modality=config.data.x_modality, labeled=False)
     pred = np.asarray(predict(inputs["image"][None], inputs["x"][None]))[0]
     viz.save_png(os.path.join(output_dir, f"{stem}.png"), viz.colorize(pred))
   logging.info("Wrote %d predictions to %s", len(files), output_dir)
@@ -129,8 +129,8 @@ def _raw_x(config, meta, depth: np.ndarray) -> np.ndarray:
   if not intrinsics.any():
     raise ValueError(f"x_modality={meta['x_modality']!r} needs predict.intrinsics")
   # Disparity / normals from depth: the data package's geometry (NumPy; still no flax).
-  from lix_jax.data import pipeline  # noqa: PLC0415
-  return pipeline.compute_x({"depth": depth, "intrinsics": intrinsics,
+  from lix_jax.data import pipeline as input_pipeline  # noqa: PLC0415
+  return input_pipeline.compute_x({"depth": depth, "intrinsics": intrinsics,
                              "baseline": np.float32(config.predict.baseline)}, meta["x_modality"])
 
 
@@ -140,7 +140,7 @@ def predict_exported(config, workdir: str) -> dict[str, int]:
   Images of any size: `export.segment` pads them to multiples of the artifact's stride and crops
   the labels back. PNG colours: the artifact's `meta.json` palette.
   """
-  from lix_jax import export  # noqa: PLC0415  (jax and numpy only)
+  from lix_jax.experiments import export  # noqa: PLC0415  (jax and numpy only)
 
   input_dir, files, output_dir = _image_files(config)
   output_dir = output_dir or os.path.join(workdir, "predictions")
