@@ -373,7 +373,10 @@ _PROSE = (
     "Against the 2 000-step CE student ({C:none}) the gap",
     "**{C:unlabeled/lix} ({C:unlabeled/lix:gap} of the gap)** over 3 seeds",
     "CWD {C:unlabeled/cwd} ({C:unlabeled/cwd:gap}): LIX is ahead on each of the 3 seeds",
-    "KD {C:unlabeled/kd:mean}, DKD {C:unlabeled/dkd:mean} and LIX's first formulation (dynamic DWC) "
+    "labelled images only (seed 0 so far): LIX {C:labeled/lix:mean} ({C:labeled/lix:gap} of the "
+    "gap), CWD {C:labeled/cwd:mean}, KD {C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
+    "KD {C:unlabeled/kd:mean}, DKD {C:unlabeled/dkd:mean}, pseudo-labels "
+    "{C:unlabeled/pseudo_label:mean} and LIX's first formulation (dynamic DWC) "
     "{C:unlabeled/lix_dynamic:mean} (seed 0).",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
     "LIX with the default config closes {C:unlabeled/lix:gap} of it",
