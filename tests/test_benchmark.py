@@ -378,6 +378,7 @@ _PROSE = (
     "KD {C:unlabeled/kd:mean}, DKD {C:unlabeled/dkd:mean}, pseudo-labels "
     "{C:unlabeled/pseudo_label:mean} and LIX's first formulation (dynamic DWC) "
     "{C:unlabeled/lix_dynamic:mean} (seed 0).",
+    "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
     "LIX with the default config closes {C:unlabeled/lix:gap} of it",
     "gives test mIoU: teacher {D:teacher:mean}, CE student {D:none:mean}, KD {D:unlabeled/kd:mean}, "

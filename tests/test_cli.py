@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -35,6 +36,10 @@ def tiny_pipeline(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_pipeline_writes_every_output(tiny_pipeline):
   workdir, _, proc = tiny_pipeline
+  # Each step is compiled before its loop, and its memory is logged before the first step runs.
+  for role in ("teacher", "student", "distill"):
+    assert re.search(rf"{role} step memory per device: arguments [\d.]+ MiB, outputs [\d.]+ MiB, "
+                     r"temporaries [\d.]+ MiB", proc.stderr), role
   with open(workdir / "results.csv") as f:
     rows = list(csv.DictReader(f))
   header = list(rows[0])

@@ -25,11 +25,11 @@ SMALL = ("--config.teacher.backbone=resnet18", "--config.teacher.width=0.125",
          "--config.student.decoder_channels=16")
 
 
-def cli(root, data_dir, workdir, *args):
+def cli(root, data_dir, workdir, *args, config="configs/kitti_semantics.py", num_steps=2):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "lix_jax.main", "--config=configs/kitti_semantics.py",
+  cmd = [sys.executable, "-m", "lix_jax.main", f"--config={config}",
          f"--workdir={workdir}", f"--config.data.root={root}", f"--config.data.data_dir={data_dir}",
-         "--config.train.num_steps=2", "--config.train.batch_size=2",
+         f"--config.train.num_steps={num_steps}", "--config.train.batch_size=2",
          "--config.train.eval_batch_size=2", "--config.train.log_every=1",
          "--config.train.eval_every=2", "--config.train.ckpt_every=2", *args]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)

@@ -82,7 +82,7 @@ def predict_folder(config, workdir: str) -> dict[str, int]:
   from lix_jax import viz  # noqa: PLC0415
   from lix_jax.data import pipeline as input_pipeline  # noqa: PLC0415
   from lix_jax.data.builders import image_io  # noqa: PLC0415
-  from lix_jax.train import task as task_lib  # noqa: PLC0415
+  from lix_jax.train import steps, task as task_lib  # noqa: PLC0415
 
   input_dir, files, output_dir = _image_files(config)
   role = config.eval.role
@@ -93,7 +93,8 @@ def predict_folder(config, workdir: str) -> dict[str, int]:
 
   @jax.jit
   def predict(image, x):
-    logits, _ = model.apply(variables, *((image, x) if uses_x else (image,)), train=False)
+    logits, _ = model.apply(variables, *steps.model_inputs({"image": image, "x": x}, uses_x),
+                            train=False)
     return jnp.argmax(logits, -1)
 
   intrinsics = np.asarray(config.predict.get("intrinsics", (0.0, 0.0, 0.0, 0.0)), np.float32)

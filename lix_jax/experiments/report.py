@@ -14,13 +14,13 @@ import numpy as np
 
 from lix_jax import kernels, losses, plots, viz
 from lix_jax.data import pipeline as input_pipeline
-from lix_jax.train import inputs, task as task_lib
+from lix_jax.train import inputs, steps, task as task_lib
 
 TAPS = ("stage1", "stage2", "stage3", "stage4", "decoder")
 
 
 def _forward(model, variables, role: str, batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  inputs = (batch["image"], batch["x"]) if role == "teacher" else (batch["image"],)
+  inputs = steps.model_inputs(batch, uses_x=role == "teacher")
   logits, taps = jax.jit(lambda v, *a: model.apply(v, *a, train=False))(variables, *inputs)
   return np.asarray(logits), {k: np.asarray(v) for k, v in taps.items()}
 

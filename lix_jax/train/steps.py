@@ -70,13 +70,18 @@ def _masked_labels(batch: Batch) -> jax.Array:
   return jnp.where(batch["valid"].astype(bool), labels, ignore)
 
 
+def model_inputs(batch: Batch, uses_x: bool) -> tuple:
+  """A network's positional inputs from a batch: `(image, x)` for a teacher, `(image,)` else."""
+  return (batch["image"], batch["x"]) if uses_x else (batch["image"],)
+
+
 def supervised_step(state: TrainState, batch: Batch, *, model, uses_x: bool,
                     axis_name: str | None = "data") -> tuple[TrainState, dict[str, jax.Array]]:
   """One cross-entropy step of a teacher (`uses_x=True`: RGB + X) or a plain student (RGB).
 
   `batch`: `image`, `x`, `label` and optionally `valid` (`[B, H, W]`, False on padding).
   """
-  inputs = (batch["image"], batch["x"]) if uses_x else (batch["image"],)
+  inputs = model_inputs(batch, uses_x)
   labels = _masked_labels(batch)
 
   def loss_fn(params):
@@ -179,8 +184,7 @@ def eval_step(variables: Mapping[str, Any], batch: Batch, *, model, uses_x: bool
   """Returns the global confusion matrix [K, K] of one batch; padded rows (`valid`) are masked."""
   from lix_jax.train import metrics as metrics_lib  # Local: keeps steps importable without tensorboardX.
 
-  inputs = (batch["image"], batch["x"]) if uses_x else (batch["image"],)
-  logits, _ = model.apply(variables, *inputs, train=False)
+  logits, _ = model.apply(variables, *model_inputs(batch, uses_x), train=False)
   confmat = metrics_lib.confusion_matrix(logits, batch["label"], num_classes, valid=batch.get("valid"))
   if axis_name is not None:
     confmat = jax.lax.psum(confmat, axis_name)

@@ -84,7 +84,7 @@ class Task:
 
   def inputs(self, batch) -> tuple:
     """The trained network's positional inputs from a batch: `(image, x)` or `(image,)`."""
-    return (batch["image"], batch["x"]) if self.uses_x else (batch["image"],)
+    return steps.model_inputs(batch, self.uses_x)
 
   def variables(self, state) -> dict[str, Any]:
     """The trained network's `{"params", "batch_stats"}` in a state (not the adapters)."""
