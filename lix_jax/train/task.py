@@ -3,7 +3,8 @@
 scenic's `BaseModel` idea at lix_jax's size. A `Task` holds the trained network, the frozen teacher
 of a distillation, the inputs a network takes, the parameter view (a distillation state's params
 are `{"student", "adapters"}`), the losses built once from the config (`losses.make_distill_loss`)
-and the per-shard step functions, so that no layer above branches on the role again. Roles:
+and the per-shard step functions: built once, so the loop, evaluation and export do not rebuild
+them per role. Roles:
 "teacher" (RGB + X, cross-entropy), "student" (RGB, cross-entropy) and "distill" (an RGB student
 distilled from the frozen teacher in `distill.teacher_workdir`).
 """
