@@ -126,20 +126,20 @@ def student_config(config, row: Row, seed: int, teacher_workdir: str) -> ml_coll
       **dict(row.overrides)})
 
 
-def result_row(config, name: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+def result_row(config, table: Table, name: str, seed: int, metrics: dict[str, Any]
+               ) -> dict[str, Any]:
   """One `benchmark.csv` row (DESIGN §6 columns): the pipeline's row of this row's run config."""
   from lix_jax.experiments import pipeline  # noqa: PLC0415 (the table CLI needs no jax)
-  row = Table.of(config).get(name)
+  row = table.get(name)
   run_config = (teacher_config(config, row, seed) if row.model == "teacher"
                 else student_config(config, row, seed, teacher_workdir=""))
   return pipeline.result_row(run_config, row.model, row.method, seed, metrics)
 
 
-def _finished(config, workdir: str, name: str, seed: int) -> dict[str, Any] | None:
+def _finished(config, table: Table, workdir: str, name: str, seed: int) -> dict[str, Any] | None:
   """The finished run of row `name`, seed `seed`, if its stored config is the row's (DESIGN §6
   re-use rule: a run of another config is an error naming the keys, never a stale result)."""
   from lix_jax.experiments import pipeline  # noqa: PLC0415
-  table = Table.of(config)
   row = table.get(name)
   teacher_dir = os.path.join(workdir, _teacher_key(row, seed))
   if row.model == "teacher":
@@ -151,18 +151,17 @@ def _finished(config, workdir: str, name: str, seed: int) -> dict[str, Any] | No
                                   role)
 
 
-def write_outputs(config, workdir: str) -> list[dict[str, Any]]:
+def write_outputs(config, table: Table, workdir: str) -> list[dict[str, Any]]:
   """Rewrites benchmark.csv / .md / .png from every finished run in `workdir` of any row of the table
   and seed of `benchmark.seeds`, so a part run (a preset, a subset of rows) drops nothing."""
   from lix_jax.experiments import pipeline  # noqa: PLC0415
-  table = Table.of(config)
   rows = []
   for name in table.rows:
     for seed in config.benchmark.seeds:
-      result = _finished(config, workdir, name, seed)
+      result = _finished(config, table, workdir, name, seed)
       if result is None:
         continue
-      row = result_row(config, name, seed, result["test"])
+      row = result_row(config, table, name, seed, result["test"])
       rows.append(row)
       if table.rows[name] is table.ce:  # The plain student is the reference of both regimes.
         rows.append(dict(row, regime="unlabeled"))
@@ -197,14 +196,14 @@ def run_benchmark(config, workdir: str) -> list[dict[str, Any]]:
         result = pipeline.run_role(c, os.path.join(workdir, table.run_dir(name, seed)),
                                      c.distill.method)
         logging.info("benchmark %s seed %d: test mIoU %.4f", name, seed, result["test"]["miou"])
-      write_outputs(config, workdir)
-  rows = write_outputs(config, workdir)
-  _write_pictures(config, workdir)
+      write_outputs(config, table, workdir)
+  rows = write_outputs(config, table, workdir)
+  _write_pictures(config, table, workdir)
   print(table_markdown(table, rows))
   return rows
 
 
-def _write_pictures(config, workdir: str) -> None:
+def _write_pictures(config, table: Table, workdir: str) -> None:
   """Prediction grid, CKA bars and DWC weight maps of the first seed's teacher, CE student and
   LIX student (default config, unlabelled regime), when those runs are finished; the first
   formulation's LIX student (`unlabeled/lix_dynamic`) joins the grid and the CKA bars when its run
@@ -213,10 +212,9 @@ def _write_pictures(config, workdir: str) -> None:
   seed = config.benchmark.seeds[0]
   runs = {"teacher": ("teacher", "teacher"), "student": ("none", "student"),
           "LIX student": ("unlabeled/lix", "distill")}
-  if all(_finished(config, workdir, name, seed) is not None for name, _ in runs.values()):
-    if _finished(config, workdir, "unlabeled/lix_dynamic", seed) is not None:
+  if all(_finished(config, table, workdir, name, seed) is not None for name, _ in runs.values()):
+    if _finished(config, table, workdir, "unlabeled/lix_dynamic", seed) is not None:
       runs["LIX, dynamic DWC"] = ("unlabeled/lix_dynamic", "distill")
-    table = Table.of(config)
     dirs = {label: (os.path.join(workdir, table.run_dir(name, seed)), role)
             for label, (name, role) in runs.items()}
     lix = table.get("unlabeled/lix")

@@ -28,7 +28,7 @@ from lix_jax.train import inputs
 from lix_jax.train import metrics as metrics_lib
 from lix_jax.train import reliability, sharding, state as state_lib
 from lix_jax.train.reliability import NonFiniteError, Preempted
-from lix_jax.train.task import Task, check_config, load_variables
+from lix_jax.train.task import Task, check_config
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, role: str,
@@ -254,7 +254,7 @@ def evaluate(config, dp: sharding.DataParallel, eval_fn, variables, split: str) 
 def run_eval(config, workdir: str, role: str, split: str | None = None) -> dict[str, Any]:
   """Evaluates the newest good checkpoint of `workdir` on `split` (default: the test split)."""
   task = Task.build(config, role, bn_axis_name=sharding.AXIS)
-  _, variables = load_variables(config, workdir, role)
+  variables = task.load_run(workdir)
   dp = sharding.DataParallel(sharding.make_mesh(), config.parallel.backend)
   return evaluate(config, dp, make_eval_fn(dp, task), dp.replicate(variables),
                   split or config.data.test_split)

@@ -152,6 +152,17 @@ class Task:
     return self.variables(ckpt_lib.restore_state_only(os.path.join(workdir, "checkpoints"),
                                                       abstract))
 
+  def load_run(self, workdir: str) -> dict[str, Any]:
+    """The network's variables in a finished (or interrupted) run of this role in `workdir`.
+
+    A distilled student is restored without its teacher: the distillation state's adapter shapes
+    come from the teacher network of `config.teacher` (shapes only, `jax.eval_shape`), not from the
+    teacher's checkpoint, so `distill.teacher_workdir` may be empty or gone.
+    """
+    teacher_vars = (models.abstract_init(self.teacher, tuple(self.config.data.crop_hw))[0]
+                    if self.role == "distill" else None)
+    return self.restore_variables(workdir, teacher_vars=teacher_vars)
+
   def restore_teacher(self) -> dict[str, Any]:
     """The frozen teacher's variables (newest good checkpoint of `distill.teacher_workdir`)."""
     workdir = self.config.distill.teacher_workdir
@@ -185,13 +196,7 @@ class Task:
 
 
 def load_variables(config, workdir: str, role: str):
-  """(network, variables) of the newest good checkpoint of the `role` run in `workdir`, on the host.
-
-  A distilled student ("distill") is restored without its teacher: the distillation state's
-  adapter shapes come from the teacher network of `config.teacher` (shapes only, `jax.eval_shape`),
-  not from the teacher's checkpoint, so `distill.teacher_workdir` may be empty or gone.
-  """
+  """(network, variables) of the newest good checkpoint of the `role` run in `workdir`, on the host
+  (`Task.load_run`)."""
   task = Task.build(config, role)
-  teacher_vars = (models.abstract_init(task.teacher, tuple(config.data.crop_hw))[0]
-                  if role == "distill" else None)
-  return task.init_model, task.restore_variables(workdir, teacher_vars=teacher_vars)
+  return task.init_model, task.load_run(workdir)
