@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +100,14 @@ def test_eval_mode_reproduces_the_pipeline_test_miou(tiny_pipeline):
     teacher_miou = float(next(r for r in csv.DictReader(f) if r["model"] == "teacher")["miou"])
   line = [l for l in proc.stdout.splitlines() if l.startswith("test mIoU")][0]
   assert abs(float(line.split()[2]) - 100 * teacher_miou) < 0.01
+  # The evaluation is kept with its confusion matrix, the same one training's final evaluation kept.
+  evaluated = json.loads((workdir / "teacher" / "eval_test.json").read_text())
+  final = json.loads((workdir / "teacher" / "final_metrics.json").read_text())["test"]
+  assert evaluated["role"] == "teacher" and evaluated["split"] == "test"
+  assert evaluated["confusion"] == final["confusion"]
+  cm = np.asarray(evaluated["confusion"], np.float64)
+  tp, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+  assert evaluated["miou"] == pytest.approx(np.mean(tp[union > 0] / union[union > 0]))
 
 
 def test_bad_config_value_is_one_clear_line(tmp_path):
@@ -118,7 +127,6 @@ def test_unknown_config_key_is_rejected(tmp_path):
 @pytest.mark.slow
 def test_predict_mode_writes_one_colourised_png_per_image(tiny_pipeline, tmp_path):
   from PIL import Image
-  import numpy as np
   workdir, data_dir, _ = tiny_pipeline
   rng = np.random.default_rng(0)
   for name in ("a.png", "b.jpg"):

@@ -82,6 +82,8 @@ def test_segmentation_metrics_matches_definitions():
   assert out["miou"] == pytest.approx(np.mean(ious))
   assert out["fscore"] == pytest.approx(np.mean(f1s))
   assert out["pixel_acc"] == pytest.approx(np.trace(cm) / cm.sum())
+  np.testing.assert_array_equal(out["confusion"], cm)  # Kept for results files (which pairs).
+  assert out["confusion"].dtype == np.int64
   empty = M.segmentation_metrics(np.zeros((3, 3)))
   assert math.isnan(empty["miou"]) and math.isnan(empty["pixel_acc"])
   with pytest.raises(ValueError, match="class_names"):

@@ -9,7 +9,6 @@ the current step with a checkpoint). `evaluate` / `run_eval` score a network on 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -219,8 +218,8 @@ def _run(task: Task, dp: sharding.DataParallel, run: _Run, workdir: str, num_ste
       if is_chief:
         if finish is not None:
           finish(dp.fetch(task.variables(state)))
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-          json.dump(result, f, indent=1, default=to_json)
+        # Atomic: this file marks the run finished (a half-written one would be a broken run).
+        reliability.write_json(os.path.join(workdir, "final_metrics.json"), result)
       if stop.signal:
         # After the last step (saved with its evaluation): the run is complete, but a caller
         # such as the pipeline must not start the next run.
@@ -252,12 +251,17 @@ def evaluate(config, dp: sharding.DataParallel, eval_fn, variables, split: str) 
 
 
 def run_eval(config, workdir: str, role: str, split: str | None = None) -> dict[str, Any]:
-  """Evaluates the newest good checkpoint of `workdir` on `split` (default: the test split)."""
+  """Evaluates the newest good checkpoint of `workdir` on `split` (default: the test split) and
+  writes the metrics, confusion matrix included, to `<workdir>/eval_<split>.json`."""
+  split = split or config.data.test_split
   task = Task.build(config, role, bn_axis_name=sharding.AXIS)
   variables = task.load_run(workdir)
   dp = sharding.DataParallel(sharding.make_mesh(), config.parallel.backend)
-  return evaluate(config, dp, make_eval_fn(dp, task), dp.replicate(variables),
-                  split or config.data.test_split)
+  metrics = evaluate(config, dp, make_eval_fn(dp, task), dp.replicate(variables), split)
+  if jax.process_index() == 0:
+    reliability.write_json(os.path.join(workdir, f"eval_{split}.json"),
+                           {"role": role, "split": split, **metrics})
+  return metrics
 
 
 def prepare_workdir(config, workdir: str, role: str) -> None:
@@ -302,9 +306,3 @@ def progress_line(role: str, step: int, num_steps: int, scalars: dict[str, float
           f"images/s {scalars.get('images_per_s', 0.0):.0f} "
           f"ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
 
-
-def to_json(value):
-  """`json.dump` default for NumPy values."""
-  if isinstance(value, (np.ndarray, np.generic)):
-    return value.tolist()
-  raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -88,7 +88,9 @@ def segmentation_metrics(confmat: np.ndarray,
       `pixel_acc`: correct pixels / counted pixels;
       `fscore`: mean per-class F1 = 2·TP / (2·TP + FP + FN) over the same classes as `miou`;
       `f1`: `[K]` per-class F1 (NaN where the union is empty);
-      `iou/<name>`: each class's IoU as a float.
+      `iou/<name>`: each class's IoU as a float;
+      `confusion`: the `[K, K]` matrix itself (int64 when given integer counts), so that a results
+        file can say which classes are confused with which.
     Every score is NaN when nothing was counted.
   """
   cm = np.asarray(confmat, dtype=np.float64)
@@ -118,6 +120,8 @@ def segmentation_metrics(confmat: np.ndarray,
   }
   for name, value in zip(class_names, iou):
     out[f"iou/{name}"] = float(value)
+  counts = np.asarray(confmat)
+  out["confusion"] = counts.astype(np.int64 if np.issubdtype(counts.dtype, np.integer) else np.float64)
   return out
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import time
+from typing import Any
+
+import numpy as np
 
 
 class NonFiniteError(RuntimeError):
@@ -118,21 +122,37 @@ def stored_config(workdir: str) -> dict | None:
                      f"{workdir}: restore it, or start over with --config.train.restart=True") from e
 
 
-def write_config(workdir: str, config_dict: dict) -> None:
-  """Writes `config.json` atomically."""
-  path = os.path.join(workdir, "config.json")
+def _json_default(value):
+  """`json.dump` default: NumPy arrays and scalars as lists and numbers, other iterables as lists."""
+  if isinstance(value, (np.ndarray, np.generic)):
+    return value.tolist()
+  try:
+    return list(value)
+  except TypeError:
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable") from None
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes `value` as JSON atomically (a reader sees the old file or the whole new one)."""
   with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(config_dict, f, indent=1, default=list)
+    json.dump(value, f, indent=1, default=_json_default)
   os.replace(path + ".tmp", path)
 
 
+def write_config(workdir: str, config_dict: dict) -> None:
+  """Writes `config.json` atomically."""
+  write_json(os.path.join(workdir, "config.json"), config_dict)
+
+
 def move_to_previous(workdir: str) -> str | None:
-  """Moves the run in `workdir` (`RUN_FILES` and `metrics.after_*`) to `previous_<time>/`.
+  """Moves the run in `workdir` (`RUN_FILES`, `metrics.after_*`, `eval_<split>.json`) to
+  `previous_<time>/`.
 
   Returns:
     The new folder, or None when there was nothing to move.
   """
-  names = [f for f in os.listdir(workdir) if f in RUN_FILES or f.startswith("metrics.after_")]
+  names = [f for f in os.listdir(workdir)
+           if f in RUN_FILES or f.startswith("metrics.after_") or re.fullmatch(r"eval_\w+\.json", f)]
   if not names:
     return None
   target = os.path.join(workdir, f"previous_{time.strftime('%Y%m%d-%H%M%S')}")
