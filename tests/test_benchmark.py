@@ -391,15 +391,21 @@ _PROSE = (
 
 def test_readme_and_docs_prose_quotes_the_results_files():
   files = {"B": "benchmark.csv", "L": "benchmark_long.csv", "C": "benchmark_converged.csv",
-           "D": "default_pipeline.csv"}
+           "D": "default_pipeline.csv", "K": "rehearsal_kitti.csv"}
   rows = {k: benchmark.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
   readme = (  # The sentences under the README's headline table.
       "LIX with the default config closes {C:unlabeled/lix:gap} of the gap, ahead of CWD on each of "
-      "the 3 seeds", "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean};")
-  for page, templates in (("docs/benchmark.md", _PROSE), ("README.md", readme)):
+      "the 3 seeds", "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean};",
+      "validation mIoU teacher {K:teacher:mean}, CE student {K:none:mean}, LIX student "
+      "{K:labeled/lix:mean};")
+  data = ("(KITTI's test split is its validation split): teacher {K:teacher:mean}, CE student "
+          "{K:none:mean}, LIX student {K:labeled/lix:mean} mIoU at native size, "
+          "{K:labeled/lix:gap} of the gap",)
+  for page, templates in (("docs/benchmark.md", _PROSE), ("README.md", readme),
+                          ("docs/data.md", data)):
     text = " ".join(_page(page).split())
     for template in templates:
-      quote = re.sub(r"\{([BLCD]):([\w/.-]+)(?::(\w+))?\}",
+      quote = re.sub(r"\{([BLCDK]):([\w/.-]+)(?::(\w+))?\}",
                      lambda m: benchmark.figure(TABLE, rows[m[1]], m[2], m[3] or ""), template)
       assert " ".join(quote.split()) in text, (
           f"{page}'s prose does not quote the results (fix {page}): {quote!r}")
