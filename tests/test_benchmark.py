@@ -288,9 +288,9 @@ def _page(name: str) -> str:
     return f.read()
 
 
-def test_docs_per_seed_tables_are_the_generated_ones():
+@pytest.mark.parametrize("page", ["docs/benchmark.md", "README.md"])
+def test_per_seed_tables_are_the_generated_ones(page):
   rows = benchmark.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
-  page = "docs/benchmark.md"
   text = _page(page)
   for regime in ("unlabeled", "labeled"):
     md = benchmark.per_seed_markdown(TABLE, rows, regime)
