@@ -435,3 +435,15 @@ def test_merge_appends_only_the_runs_the_results_file_lacks(tmp_path):
   assert [float(r["miou"]) for r in merged] == [0.81, 0.73, 0.70, 0.72]
   assert b"\n\n" not in (tmp_path / "into.csv").read_bytes().replace(b"\r", b"")
   assert benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv")) == []
+  before = (tmp_path / "into.csv").read_bytes()
+  # --replace: runs re-done with today's code overwrite theirs in place; unchanged ones stay put.
+  write(tmp_path / "redo.csv", [row("student", "lix", "unlabeled", 0, 0.74),
+                                row("student", "lix", "labeled", 0, 0.70),
+                                row("student", "cwd", "unlabeled", 1, 0.71)])
+  changed = benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "redo.csv"), replace=True)
+  assert [(r["method"], r["regime"], r["seed"]) for r in changed] == [
+      ("lix", "unlabeled", "0"), ("cwd", "unlabeled", "1")]
+  merged = benchmark.read_csv(str(tmp_path / "into.csv"))
+  assert [float(r["miou"]) for r in merged] == [0.81, 0.74, 0.70, 0.72, 0.71]
+  after = (tmp_path / "into.csv").read_bytes()
+  assert after.count(b"\r\n") == 6 and after.split(b"\r\n")[0] == before.split(b"\r\n")[0]

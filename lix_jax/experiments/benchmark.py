@@ -356,38 +356,54 @@ def _run_key(r: dict[str, Any]) -> tuple:
   return tuple(str(r[k]) for k in ("model", "method", "fusion", "x_modality", "regime", "seed"))
 
 
-def merge_csv(into: str, new: str) -> list[dict[str, Any]]:
+def merge_csv(into: str, new: str, *, replace: bool = False) -> list[dict[str, Any]]:
   """Appends to the results file `into` the rows of `new` (a benchmark workdir's benchmark.csv)
   whose run (model, method, fusion, X, regime, seed) `into` lacks; returns the appended rows.
-  A run already in `into` is kept as it is (the committed figure stays the one quoted)."""
+
+  A run already in `into` is kept as it is (the committed figure stays the one quoted), unless
+  `replace`: then its row takes `new`'s values in place (a run re-done with today's code
+  supersedes the committed one), and it is returned too."""
   with open(into, newline="") as f:
     text = f.read()
   rows = read_csv(into)
+  columns = list(rows[0])
+  incoming = {_run_key(r): r for r in read_csv(new)}
+  changed = []
+  if replace:
+    for i, r in enumerate(rows):
+      fresh = incoming.get(_run_key(r))
+      if fresh is not None and any(str(fresh.get(c, "")) != str(r[c]) for c in columns):
+        rows[i] = {c: fresh.get(c, "") for c in columns}
+        changed.append(rows[i])
   have = {_run_key(r) for r in rows}
-  added = [r for r in read_csv(new) if _run_key(r) not in have]
-  if added:
-    columns = list(rows[0])
+  added = [r for k, r in incoming.items() if k not in have]
+  if added or changed:
     terminator = "\r\n" if "\r\n" in text else "\n"
-    with open(into, "a", newline="") as f:
-      csv.DictWriter(f, fieldnames=columns, lineterminator=terminator,
-                     extrasaction="raise").writerows(added)
-  return added
+    with open(into + ".tmp", "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=columns, lineterminator=terminator,
+                              extrasaction="raise")
+      writer.writeheader()
+      writer.writerows(rows + added)
+    os.replace(into + ".tmp", into)
+  return changed + added
 
 
 def main(argv: list[str]) -> None:
   """`python -m lix_jax.experiments.benchmark CSV [CHART.png] [--per-seed=REGIME] [--merge=NEW.csv]
-  [--config=configs/benchmark.py]`: the README's table of CSV (and its chart), rows named and
-  ordered by the config's table; with `--per-seed` the per-seed LIX-minus-baseline table of REGIME
-  instead; with `--merge` first append NEW.csv's runs that CSV lacks."""
+  [--replace=NEW.csv] [--config=configs/benchmark.py]`: the README's table of CSV (and its chart),
+  rows named and ordered by the config's table; with `--per-seed` the per-seed LIX-minus-baseline
+  table of REGIME instead; with `--merge` first append NEW.csv's runs that CSV lacks, with
+  `--replace` also overwrite the runs both have with NEW.csv's values."""
   args = [a for a in argv if not a.startswith("--")]
   regimes = [a.split("=", 1)[1] for a in argv if a.startswith("--per-seed=")]
   table = load_table(next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")),
                           "configs/benchmark.py"))
   path = args[0] if args else "results/benchmark.csv"
-  for new in (a.split("=", 1)[1] for a in argv if a.startswith("--merge=")):
-    for r in merge_csv(path, new):
-      print(f"added {r['model']} {r['method']} {r['regime']} seed {r['seed']}: test mIoU "
-            f"{100 * float(r['miou']):.2f}", file=sys.stderr)
+  for option in ("--merge=", "--replace="):
+    for new in (a.split("=", 1)[1] for a in argv if a.startswith(option)):
+      for r in merge_csv(path, new, replace=option == "--replace="):
+        print(f"{option[2:-1]}: {r['model']} {r['method']} {r['regime']} seed {r['seed']}: "
+              f"test mIoU {100 * float(r['miou']):.2f}", file=sys.stderr)
   csv_rows = read_csv(path)
   if regimes:
     print(per_seed_markdown(table, csv_rows, regimes[0]), end="")
