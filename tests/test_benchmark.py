@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lix_jax.config import base_config
-from lix_jax.experiments import benchmark, pipeline, report
+from lix_jax.experiments import benchmark, report, results_csv
 from lix_jax.train import inputs, loop
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -134,7 +134,7 @@ def test_csv_rows_carry_each_runs_metrics_and_rerun_trains_nothing(tmp_path, rec
   assert (tmp_path / "benchmark.png").stat().st_size > 0 and (tmp_path / "benchmark.md").exists()
   with open(tmp_path / "benchmark.csv", newline="") as f:
     table = list(csv.DictReader(f))
-  assert list(table[0])[:8] == list(pipeline.RESULT_COLUMNS)
+  assert list(table[0])[:8] == list(results_csv.RESULT_COLUMNS)
   keys = [(r["model"], r["method"], r["regime"], r["seed"]) for r in table]
   assert len(keys) == len(set(keys)) == 2 * 5  # teacher, none x 2 regimes, lix x 2 regimes
   for r in table:
@@ -190,7 +190,7 @@ def test_readme_and_docs_tables_are_the_ones_computed_from_results_csv(name, pag
   path = os.path.join(ROOT, "results", name)
   if not os.path.exists(path):
     pytest.skip(f"results/{name} not committed yet")
-  assert benchmark.table_markdown(TABLE, benchmark.read_csv(path)) in _page(page), (
+  assert benchmark.table_markdown(TABLE, results_csv.read_csv(path)) in _page(page), (
       f"{page}'s table of results/{name} is stale: paste the output of "
       f"`python -m lix_jax.experiments.benchmark results/{name}` into {page}")
 
@@ -290,7 +290,7 @@ def _page(name: str) -> str:
 
 @pytest.mark.parametrize("page", ["docs/benchmark.md", "README.md"])
 def test_per_seed_tables_are_the_generated_ones(page):
-  rows = benchmark.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
+  rows = results_csv.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
   text = _page(page)
   for regime in ("unlabeled", "labeled"):
     md = benchmark.per_seed_markdown(TABLE, rows, regime)
@@ -376,8 +376,9 @@ _PROSE = (
     "labelled images only (seeds 0 and 1 so far): LIX {C:labeled/lix} ({C:labeled/lix:gap} of "
     "the gap), CWD {C:labeled/cwd}, KD {C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
     "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean)",
-    "KD {C:unlabeled/kd:mean}, DKD {C:unlabeled/dkd:mean}, pseudo-labels "
-    "{C:unlabeled/pseudo_label:mean} and LIX's first formulation (dynamic DWC) "
+    "The student with every frame labelled reaches {C:unlabeled/none_all_labeled} (2 seeds), LIX is "
+    "ahead of it on both; KD {C:unlabeled/kd:mean} (2 seeds), DKD {C:unlabeled/dkd:mean}, "
+    "pseudo-labels {C:unlabeled/pseudo_label:mean} and LIX's first formulation (dynamic DWC) "
     "{C:unlabeled/lix_dynamic:mean} (seed 0).",
     "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
@@ -392,7 +393,7 @@ _PROSE = (
 def test_readme_and_docs_prose_quotes_the_results_files():
   files = {"B": "benchmark.csv", "L": "benchmark_long.csv", "C": "benchmark_converged.csv",
            "D": "default_pipeline.csv", "K": "rehearsal_kitti.csv"}
-  rows = {k: benchmark.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
+  rows = {k: results_csv.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
   readme = (  # The sentences under the README's headline table.
       "LIX with the default config closes {C:unlabeled/lix:gap} of the gap, ahead of CWD on each of "
       "the 3 seeds", "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean};",
@@ -412,7 +413,7 @@ def test_readme_and_docs_prose_quotes_the_results_files():
 
 
 def test_merge_appends_only_the_runs_the_results_file_lacks(tmp_path):
-  columns = list(pipeline.RESULT_COLUMNS) + ["iou_road"]
+  columns = list(results_csv.RESULT_COLUMNS) + ["iou_road"]
 
   def write(path, rows):
     with open(path, "w", newline="") as f:
@@ -429,21 +430,21 @@ def test_merge_appends_only_the_runs_the_results_file_lacks(tmp_path):
   new = [row("teacher", "-", "unlabeled", 0, 0.80),  # Re-trained: the committed row stays.
          row("student", "lix", "labeled", 0, 0.70), row("student", "dkd", "unlabeled", 0, 0.72)]
   write(tmp_path / "new.csv", new)
-  added = benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv"))
+  added = results_csv.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv"))
   assert [(r["method"], r["regime"]) for r in added] == [("lix", "labeled"), ("dkd", "unlabeled")]
-  merged = benchmark.read_csv(str(tmp_path / "into.csv"))
+  merged = results_csv.read_csv(str(tmp_path / "into.csv"))
   assert [float(r["miou"]) for r in merged] == [0.81, 0.73, 0.70, 0.72]
   assert b"\n\n" not in (tmp_path / "into.csv").read_bytes().replace(b"\r", b"")
-  assert benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv")) == []
+  assert results_csv.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "new.csv")) == []
   before = (tmp_path / "into.csv").read_bytes()
   # --replace: runs re-done with today's code overwrite theirs in place; unchanged ones stay put.
   write(tmp_path / "redo.csv", [row("student", "lix", "unlabeled", 0, 0.74),
                                 row("student", "lix", "labeled", 0, 0.70),
                                 row("student", "cwd", "unlabeled", 1, 0.71)])
-  changed = benchmark.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "redo.csv"), replace=True)
+  changed = results_csv.merge_csv(str(tmp_path / "into.csv"), str(tmp_path / "redo.csv"), replace=True)
   assert [(r["method"], r["regime"], r["seed"]) for r in changed] == [
       ("lix", "unlabeled", "0"), ("cwd", "unlabeled", "1")]
-  merged = benchmark.read_csv(str(tmp_path / "into.csv"))
+  merged = results_csv.read_csv(str(tmp_path / "into.csv"))
   assert [float(r["miou"]) for r in merged] == [0.81, 0.74, 0.70, 0.72, 0.71]
   after = (tmp_path / "into.csv").read_bytes()
   assert after.count(b"\r\n") == 6 and after.split(b"\r\n")[0] == before.split(b"\r\n")[0]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
 
-from lix_jax.experiments import confusion
+from lix_jax.experiments import confusion, results_csv
 from lix_jax.train import metrics as metrics_lib
 
 NAMES = ["road", "wall", "building"]
@@ -76,3 +77,30 @@ def test_cli_writes_pairs_and_runs(tmp_path, capsys):
     assert len(list(csv.DictReader(f))) == 6
   with pytest.raises(SystemExit, match="unknown option"):
     confusion.main([f"teacher={t}", "--top5"])
+
+
+def test_fit_table_puts_train_beside_validation():
+  def run(name, miou, wall):
+    return {"run": name, "miou": str(miou), "pixel_acc": "0.9", "iou_wall": str(wall)}
+  md = confusion.fit_markdown([run("teacher", 0.81, 0.65), run("ce", 0.706, 0.31)],
+                              [run("teacher", 0.847, 0.81), run("ce", 0.768, 0.65)], ("wall",))
+  lines = md.splitlines()
+  assert lines[0] == "| run | mIoU train / val (%) | train − val | IoU wall train / val |"
+  assert lines[3] == "| ce | 76.8 / 70.6 | +6.2 | 65.0 / 31.0 |"
+  with pytest.raises(ValueError, match="other runs"):
+    confusion.fit_markdown([run("a", 0.5, 0.5)], [run("b", 0.5, 0.5)], ("wall",))
+
+
+def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
+  """docs/benchmark.md's study tables (issue 23 §2) are the committed files' own."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sweeps = os.path.join(root, "results", "sweeps")
+  read = lambda name: results_csv.read_csv(os.path.join(sweeps, f"gap_seed1_{name}.csv"))  # noqa: E731
+  with open(os.path.join(root, "docs", "benchmark.md")) as f:
+    text = f.read()
+  fit = confusion.fit_markdown(read("validation_runs"), read("train_runs"),
+                               ("wall", "pole", "person", "car"))
+  pairs = confusion.excess_markdown(read("validation_pairs"),
+                                    ["teacher", "ce", "all_labeled", "kd", "cwd", "lix"], "teacher", 6)
+  assert f"<!-- gap fit: generated, do not edit -->\n{fit}<!-- /gap fit -->" in text
+  assert f"<!-- gap pairs: generated, do not edit -->\n{pairs}<!-- /gap pairs -->" in text

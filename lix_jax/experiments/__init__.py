@@ -7,6 +7,8 @@ artifact imports neither flax nor the trainer):
   benchmark   rows x seeds of `configs/benchmark.py` -> benchmark.csv / .md / .png, README tables.
   sweep       one config run per sweep entry -> sweep.csv / sweep.md.
   report      pictures of finished runs: prediction grid, per-tap CKA, DWC weights, curves.
+  confusion   which classes runs confuse, pair by pair, from their evaluations' confusion matrices.
+  results_csv results files: DESIGN §6 columns, atomic writes, merging runs into committed files.
   predict     colourised predictions of a folder of images (a checkpoint or an exported artifact).
   export      jax.export artifacts of a finished network, and how a car-side process calls one.
 """

@@ -22,7 +22,6 @@ committed `configs/benchmark.py`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.util
 import logging
@@ -36,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from lix_jax import config as config_lib
+from lix_jax.experiments import results_csv
 
 # Classes whose IoU depends most on geometry (thin, vertical or depth-bounded): shown per row.
 GEOMETRY_CLASSES = ("wall", "pole", "person")
@@ -154,7 +154,6 @@ def _finished(config, table: Table, workdir: str, name: str, seed: int) -> dict[
 def write_outputs(config, table: Table, workdir: str) -> list[dict[str, Any]]:
   """Rewrites benchmark.csv / .md / .png from every finished run in `workdir` of any row of the table
   and seed of `benchmark.seeds`, so a part run (a preset, a subset of rows) drops nothing."""
-  from lix_jax.experiments import pipeline  # noqa: PLC0415
   rows = []
   for name in table.rows:
     for seed in config.benchmark.seeds:
@@ -167,7 +166,7 @@ def write_outputs(config, table: Table, workdir: str) -> list[dict[str, Any]]:
         rows.append(dict(row, regime="unlabeled"))
   if not rows:
     return rows
-  pipeline.write_csv(os.path.join(workdir, "benchmark.csv"), rows)
+  results_csv.write_csv(os.path.join(workdir, "benchmark.csv"), rows)
   with open(os.path.join(workdir, "benchmark.md"), "w") as f:
     f.write(table_markdown(table, rows))
   bar_chart(table, rows, os.path.join(workdir, "benchmark.png"))
@@ -344,50 +343,6 @@ def bar_chart(table: Table, rows: list[dict[str, Any]], path: str) -> None:
       title="test mIoU, mean ± std over seeds", path=path)
 
 
-def read_csv(path: str) -> list[dict[str, Any]]:
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    raise ValueError(f"{path}: no rows")
-  return rows
-
-
-def _run_key(r: dict[str, Any]) -> tuple:
-  return tuple(str(r[k]) for k in ("model", "method", "fusion", "x_modality", "regime", "seed"))
-
-
-def merge_csv(into: str, new: str, *, replace: bool = False) -> list[dict[str, Any]]:
-  """Appends to the results file `into` the rows of `new` (a benchmark workdir's benchmark.csv)
-  whose run (model, method, fusion, X, regime, seed) `into` lacks; returns the appended rows.
-
-  A run already in `into` is kept as it is (the committed figure stays the one quoted), unless
-  `replace`: then its row takes `new`'s values in place (a run re-done with today's code
-  supersedes the committed one), and it is returned too."""
-  with open(into, newline="") as f:
-    text = f.read()
-  rows = read_csv(into)
-  columns = list(rows[0])
-  incoming = {_run_key(r): r for r in read_csv(new)}
-  changed = []
-  if replace:
-    for i, r in enumerate(rows):
-      fresh = incoming.get(_run_key(r))
-      if fresh is not None and any(str(fresh.get(c, "")) != str(r[c]) for c in columns):
-        rows[i] = {c: fresh.get(c, "") for c in columns}
-        changed.append(rows[i])
-  have = {_run_key(r) for r in rows}
-  added = [r for k, r in incoming.items() if k not in have]
-  if added or changed:
-    terminator = "\r\n" if "\r\n" in text else "\n"
-    with open(into + ".tmp", "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=columns, lineterminator=terminator,
-                              extrasaction="raise")
-      writer.writeheader()
-      writer.writerows(rows + added)
-    os.replace(into + ".tmp", into)
-  return changed + added
-
-
 def main(argv: list[str]) -> None:
   """`python -m lix_jax.experiments.benchmark CSV [CHART.png] [--per-seed=REGIME] [--merge=NEW.csv]
   [--replace=NEW.csv] [--config=configs/benchmark.py]`: the README's table of CSV (and its chart),
@@ -401,10 +356,10 @@ def main(argv: list[str]) -> None:
   path = args[0] if args else "results/benchmark.csv"
   for option in ("--merge=", "--replace="):
     for new in (a.split("=", 1)[1] for a in argv if a.startswith(option)):
-      for r in merge_csv(path, new, replace=option == "--replace="):
+      for r in results_csv.merge_csv(path, new, replace=option == "--replace="):
         print(f"{option[2:-1]}: {r['model']} {r['method']} {r['regime']} seed {r['seed']}: "
               f"test mIoU {100 * float(r['miou']):.2f}", file=sys.stderr)
-  csv_rows = read_csv(path)
+  csv_rows = results_csv.read_csv(path)
   if regimes:
     print(per_seed_markdown(table, csv_rows, regimes[0]), end="")
     return

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lix_jax.experiments import results_csv
+
 
 def read(path: str, split: str = "") -> tuple[np.ndarray, list[str], dict[str, Any]]:
   """The confusion matrix, class names and metrics of an evaluation file.
@@ -77,14 +79,35 @@ def excess_markdown(rows: Sequence[Mapping[str, Any]], runs: Sequence[str], refe
   others = [r for r in runs if r != reference]
   if reference not in runs or not others:
     raise ValueError(f"reference {reference!r} must be one of the runs {list(runs)}, with others")
-  excess = lambda row: np.mean([row[r] for r in others]) - row[reference]  # noqa: E731
+  rate = lambda row, run: float(row[run])  # noqa: E731 (a CSV's rows hold strings)
+  excess = lambda row: np.mean([rate(row, r) for r in others]) - rate(row, reference)  # noqa: E731
   ranked = sorted((row for row in rows if np.isfinite(excess(row))), key=excess, reverse=True)
   lines = ["| true → predicted | " + " | ".join(f"{r} (%)" for r in runs)
            + f" | others − {reference} |", "|---|" + "---|" * (len(runs) + 1)]
   for row in ranked[:top]:
     lines.append(f"| {row['true']} → {row['predicted']} | "
-                 + " | ".join(f"{100 * row[r]:.1f}" for r in runs)
+                 + " | ".join(f"{100 * rate(row, r):.1f}" for r in runs)
                  + f" | {100 * excess(row):+.1f} |")
+  return "\n".join(lines) + "\n"
+
+
+def fit_markdown(validation: Sequence[Mapping[str, Any]], train: Sequence[Mapping[str, Any]],
+                 classes: Sequence[str] = ("wall", "pole", "person")) -> str:
+  """Each run's mIoU on its training images against validation (rows of two `--runs` files, the
+  same runs in the same order), and the same for `classes`: how much of a gap is fit, how much
+  generalisation."""
+  if [r["run"] for r in validation] != [r["run"] for r in train]:
+    raise ValueError("the validation and train files list other runs: "
+                     f"{[r['run'] for r in validation]} vs {[r['run'] for r in train]}")
+  pct = lambda row, key: 100 * float(row[key])  # noqa: E731
+  lines = ["| run | mIoU train / val (%) | train − val | "
+           + " | ".join(f"IoU {c} train / val" for c in classes) + " |",
+           "|---|---|---|" + "---|" * len(classes)]
+  for v, tr in zip(validation, train):
+    lines.append(f"| {v['run']} | {pct(tr, 'miou'):.1f} / {pct(v, 'miou'):.1f} | "
+                 f"{pct(tr, 'miou') - pct(v, 'miou'):+.1f} | "
+                 + " | ".join(f"{pct(tr, f'iou_{c}'):.1f} / {pct(v, f'iou_{c}'):.1f}" for c in classes)
+                 + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -96,7 +119,6 @@ def run_row(name: str, metrics: Mapping[str, Any], class_names: Sequence[str]) -
 def main(argv: list[str]) -> None:
   """`python -m lix_jax.experiments.confusion NAME=FILE[:SPLIT] ... [--pairs=CSV] [--runs=CSV]
   [--reference=NAME] [--top=N]` (SPLIT picks the entry of a `final_metrics.json`)."""
-  from lix_jax.experiments import pipeline  # noqa: PLC0415 (write_csv; the table needs no jax)
   options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
   unknown = sorted(k for k, v in options.items() if k not in ("pairs", "runs", "reference", "top")
                    or not v)
@@ -116,10 +138,10 @@ def main(argv: list[str]) -> None:
     names, matrices[run], metrics[run] = classes, cm, data
   rows = pair_rows(matrices, names)
   if "pairs" in options:
-    pipeline.write_csv(options["pairs"], rows, list(rows[0]))
+    results_csv.write_csv(options["pairs"], rows, list(rows[0]))
   if "runs" in options:
     run_rows = [run_row(r, m, names) for r, m in metrics.items()]
-    pipeline.write_csv(options["runs"], run_rows, list(run_rows[0]))
+    results_csv.write_csv(options["runs"], run_rows, list(run_rows[0]))
   reference = options.get("reference", next(iter(matrices)))
   if len(matrices) > 1:
     print(excess_markdown(rows, list(matrices), reference, int(options.get("top", 10))), end="")

@@ -7,7 +7,6 @@ run lives in its own sub-workdir, so an interrupted pipeline resumes where it st
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -20,9 +19,8 @@ import numpy as np
 from lix_jax import config as config_lib
 from lix_jax import plots, viz
 from lix_jax.experiments import export, report
+from lix_jax.experiments.results_csv import write_csv
 from lix_jax.train import inputs, loop, reliability
-
-RESULT_COLUMNS = ("model", "method", "fusion", "x_modality", "regime", "seed", "miou", "pixel_acc")
 
 
 def regime(config) -> str:
@@ -102,19 +100,6 @@ def result_row(config, model: str, method: str, seed: int, metrics: dict[str, An
   for name, iou in zip(inputs.class_names(config), metrics["iou"]):
     row[f"iou_{name}"] = iou
   return row
-
-
-def write_csv(path: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-  """Writes `rows` to `path` atomically (a reader never sees half a file); `columns` default to the
-  results columns of DESIGN §6 then the rows' `iou_<class>` columns; missing cells are empty."""
-  if columns is None:
-    columns = list(RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(f"{path}.tmp", "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(f"{path}.tmp", path)
 
 
 def write_results(workdir: str, rows: list[dict[str, Any]]) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lix_jax import config as config_lib
+from lix_jax.experiments import results_csv
 
 # Modes a sweep entry may run, and the trainer role whose stored config decides re-use.
 SWEEP_MODES = {"train_teacher": "teacher", "train_student": "student", "distill": "distill"}
@@ -110,8 +111,7 @@ def collect(entries: list[dict[str, Any]], configs: dict[str, Any], workdir: str
           classes.append(cls)
     rows.append(row)
   columns = ["name", *keys, "step", "val_miou", "val_pixel_acc", *[f"val_iou_{c}" for c in classes]]
-  from lix_jax.experiments import pipeline  # noqa: PLC0415
-  pipeline.write_csv(os.path.join(workdir, "sweep.csv"), rows, columns)
+  results_csv.write_csv(os.path.join(workdir, "sweep.csv"), rows, columns)
   with open(os.path.join(workdir, "sweep.md"), "w") as f:
     f.write(markdown(rows, keys))
   return rows
