@@ -1,4 +1,5 @@
-"""Writers of tiny real-format datasets (KITTI semantics, Virtual KITTI 2, Cityscapes) for tests.
+"""Writers of tiny real-format datasets (KITTI semantics, Virtual KITTI 2, Cityscapes) for tests,
+and torchvision-layout ResNet state dicts (random ImageNet-style weights under torchvision's names).
 
 Each writer lays files out exactly as the official download does (folders, file names, 8-bit vs
 16-bit PNG, JPEG, JSON fields, text files) and returns the raw arrays it wrote, so that tests can
@@ -229,3 +230,58 @@ def write_nuimages(root: str, version: str, n_samples: int, seed: int = 0,
   for name, rows in tables.items():
     text(os.path.join(root, version, name + ".json"), json.dumps(rows))
   return out
+
+
+# torchvision's ResNet definitions: (block, blocks per layer, expansion).
+ARCHS = {"resnet18": ("basic", (2, 2, 2, 2), 1), "resnet50": ("bottleneck", (3, 4, 6, 3), 4)}
+PLANES = (64, 128, 256, 512)
+
+
+def torchvision_layout(arch):
+  """Yields (prefix, block kind, inplanes, planes, stride, has_downsample) as torchvision builds
+  `layer1..layer4` (`ResNet._make_layer`)."""
+  kind, layers, expansion = ARCHS[arch]
+  inplanes = 64
+  for li, (planes, n) in enumerate(zip(PLANES, layers), start=1):
+    for b in range(n):
+      stride = 2 if li > 1 and b == 0 else 1
+      downsample = b == 0 and (stride != 1 or inplanes != planes * expansion)
+      yield f"layer{li}.{b}.", kind, inplanes, planes, stride, downsample
+      inplanes = planes * expansion
+
+
+def torchvision_state_dict(arch, seed=0):
+  """Random weights under torchvision's names, with running statistics (positive variances)."""
+  rng = np.random.default_rng(seed)
+  sd = {}
+
+  def conv(name, o, i, k):
+    std = np.sqrt(2.0 / (i * k * k))  # He-normal, fan-in
+    sd[f"{name}.weight"] = rng.normal(0, std, (o, i, k, k)).astype(np.float32)
+
+  def bn(name, c, last=False):
+    # A small scale on a block's last BN keeps activations O(1) through 16 random blocks.
+    sd[f"{name}.weight"] = rng.uniform(0.1, 0.3, c).astype(np.float32) if last else (
+        rng.uniform(0.5, 1.5, c).astype(np.float32))
+    sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype(np.float32)
+    sd[f"{name}.running_mean"] = rng.normal(0, 0.2, c).astype(np.float32)
+    sd[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
+
+  conv("conv1", 64, 3, 7)
+  bn("bn1", 64)
+  expansion = ARCHS[arch][2]
+  for p, kind, inplanes, planes, _, downsample in torchvision_layout(arch):
+    if kind == "basic":
+      conv(p + "conv1", planes, inplanes, 3), bn(p + "bn1", planes)
+      conv(p + "conv2", planes, planes, 3), bn(p + "bn2", planes, last=True)
+    else:
+      conv(p + "conv1", planes, inplanes, 1), bn(p + "bn1", planes)
+      conv(p + "conv2", planes, planes, 3), bn(p + "bn2", planes)
+      conv(p + "conv3", planes * 4, planes, 1), bn(p + "bn3", planes * 4, last=True)
+    if downsample:
+      conv(p + "downsample.0", planes * expansion, inplanes, 1)
+      bn(p + "downsample.1", planes * expansion)
+  sd["fc.weight"] = rng.normal(0, 0.01, (1000, 512 * expansion)).astype(np.float32)
+  sd["fc.bias"] = np.zeros(1000, np.float32)
+  return sd

@@ -20,60 +20,9 @@ from lix_jax.models import pretrained
 from lix_jax.models.backbones import make_backbone
 from lix_jax.train.task import Task
 
-# torchvision's ResNet definitions: (block, blocks per layer, expansion).
-ARCHS = {"resnet18": ("basic", (2, 2, 2, 2), 1), "resnet50": ("bottleneck", (3, 4, 6, 3), 4)}
-PLANES = (64, 128, 256, 512)
+from fixtures_real import ARCHS, PLANES, torchvision_layout, torchvision_state_dict
+
 HW = 64  # Small inputs keep the width-1.0 ResNet-50 fast on CPU: stage 4 is 2×2.
-
-
-def _layout(arch):
-  """Yields (prefix, block kind, inplanes, planes, stride, has_downsample) as torchvision builds
-  `layer1..layer4` (`ResNet._make_layer`)."""
-  kind, layers, expansion = ARCHS[arch]
-  inplanes = 64
-  for li, (planes, n) in enumerate(zip(PLANES, layers), start=1):
-    for b in range(n):
-      stride = 2 if li > 1 and b == 0 else 1
-      downsample = b == 0 and (stride != 1 or inplanes != planes * expansion)
-      yield f"layer{li}.{b}.", kind, inplanes, planes, stride, downsample
-      inplanes = planes * expansion
-
-
-def torchvision_state_dict(arch, seed=0):
-  """Random weights under torchvision's names, with running statistics (positive variances)."""
-  rng = np.random.default_rng(seed)
-  sd = {}
-
-  def conv(name, o, i, k):
-    std = np.sqrt(2.0 / (i * k * k))  # He-normal, fan-in
-    sd[f"{name}.weight"] = rng.normal(0, std, (o, i, k, k)).astype(np.float32)
-
-  def bn(name, c, last=False):
-    # A small scale on a block's last BN keeps activations O(1) through 16 random blocks.
-    sd[f"{name}.weight"] = rng.uniform(0.1, 0.3, c).astype(np.float32) if last else (
-        rng.uniform(0.5, 1.5, c).astype(np.float32))
-    sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[f"{name}.running_mean"] = rng.normal(0, 0.2, c).astype(np.float32)
-    sd[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
-    sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
-
-  conv("conv1", 64, 3, 7)
-  bn("bn1", 64)
-  expansion = ARCHS[arch][2]
-  for p, kind, inplanes, planes, _, downsample in _layout(arch):
-    if kind == "basic":
-      conv(p + "conv1", planes, inplanes, 3), bn(p + "bn1", planes)
-      conv(p + "conv2", planes, planes, 3), bn(p + "bn2", planes, last=True)
-    else:
-      conv(p + "conv1", planes, inplanes, 1), bn(p + "bn1", planes)
-      conv(p + "conv2", planes, planes, 3), bn(p + "bn2", planes)
-      conv(p + "conv3", planes * 4, planes, 1), bn(p + "bn3", planes * 4, last=True)
-    if downsample:
-      conv(p + "downsample.0", planes * expansion, inplanes, 1)
-      bn(p + "downsample.1", planes * expansion)
-  sd["fc.weight"] = rng.normal(0, 0.01, (1000, 512 * expansion)).astype(np.float32)
-  sd["fc.bias"] = np.zeros(1000, np.float32)
-  return sd
 
 
 # ------------------------------------------------------------- NumPy float64 torchvision forward
@@ -111,7 +60,7 @@ def torchvision_forward(sd, arch, image):
   x = relu(np_bn(np_conv(image.astype(np.float64), sd["conv1.weight"], 2, 3), sd, "bn1"))
   x = np_max_pool(x)
   feats, layer = [], "layer1"
-  for p, kind, _, _, stride, downsample in _layout(arch):
+  for p, kind, _, _, stride, downsample in torchvision_layout(arch):
     if not p.startswith(layer + "."):
       feats.append(x)
       layer = p.split(".")[0]

@@ -1,38 +1,84 @@
-"""The shipped configs of the other real formats, run through the CLI as users run them (issue 19 §3).
+"""Every real format's shipped config, end to end through the CLI as users run it (issue 19 §3).
 
-`configs/{cityscapes,vkitti2,nuimages}.py` on copies of synthetic scenes written in each official
-layout at native size (`lix_jax.data.rehearse`): the builder converts the folder to ArrayRecord,
-the RGB + depth teacher trains (one step; widths and crop shrunk, everything else as shipped:
-scale range, SGD + poly, ImageNet stem), evaluates on the native-size validation and test images
-and exports itself. KITTI's whole path (ImageNet student, LIX, predict) is in
-tests/test_rehearsal_e2e.py.
+`configs/{kitti_semantics,cityscapes,vkitti2,nuimages}.py` on copies of synthetic scenes written in
+each official layout at native size (`lix_jax.data.rehearse`), three commands per format:
+
+1. the config's pipeline (`mode=pipeline`, the default of the real configs): the builder converts
+   the folder to ArrayRecord, the RGB + depth teacher trains, then a plain student and a LIX
+   student distilled from it; each evaluates on the native-size validation and test images and
+   exports itself; results.csv and the prediction grid are written;
+2. `mode=eval` of the LIX student (the run's config.json supplies everything not on the line);
+3. `mode=predict` on a native-size image of the folder.
+
+Overrides: two steps, a small batch, `pipeline.methods=("none","lix")`, the tiny widths of `SMALL`
+and a small crop (CI time: the shipped widths and crops compile for minutes on 2 cores; they run
+in tests/test_rehearsal_e2e.py); everything else as shipped: scale range, SGD + poly, ImageNet stem.
 """
 from __future__ import annotations
 
+import csv
+import glob
 import json
+import os
 import re
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from test_rehearsal_e2e import SMALL, cli
+from test_rehearsal_e2e import CROP, SMALL, cli, rehearsed
+
+# Scenes written per format (KITTI: 4 train + 1 validation = test; the others: see rehearse.write)
+# and where a native-size RGB image of each lies in its layout.
+FORMATS = {"kitti_semantics": (5, "training/image_2/*.png"),
+           "cityscapes": (2, "leftImg8bit/val/*/*_leftImg8bit.png"),
+           "vkitti2": (2, "vkitti_2.0.3_rgb/*/clone/frames/rgb/*/rgb_*.jpg"),
+           "nuimages": (2, "samples/*/*.jpg")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["cityscapes", "vkitti2", "nuimages"])
-def test_shipped_config_trains_a_teacher_on_the_native_format(fmt, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_shipped_config_end_to_end_on_the_native_format(fmt, tmp_path):
   from lix_jax.data import rehearse  # noqa: PLC0415
-  root = str(tmp_path / fmt)
-  rehearse.write(fmt, root, num=2)
-  workdir = tmp_path / "teacher"
-  # The crop is shrunk too (CI time: the shipped crops compile for minutes on 2 cores); the
-  # images are read, converted and evaluated at their native size.
-  proc = cli(root, str(tmp_path / "data"), workdir, "--config.mode=train_teacher", *SMALL,
-             "--config.data.crop_hw=(96,192)", config=f"configs/{fmt}.py", num_steps=1)
-  assert re.search(r"test mIoU \d+\.\d+ %", proc.stdout), proc.stdout[-2000:]
-  stored = json.loads((workdir / "config.json").read_text())
-  assert stored["data"]["name"] == fmt and stored["teacher"]["stem"] == "imagenet"
-  final = json.loads((workdir / "final_metrics.json").read_text())
-  for split in ("validation", "test"):
-    assert 0.0 <= final[split]["miou"] <= 1.0, split
-  meta = json.loads((workdir / "export" / "meta.json").read_text())
+  num, image_glob = FORMATS[fmt]
+  root, data_dir = rehearsed(fmt, tmp_path, num)
+  config = f"configs/{fmt}.py"
+  run = tmp_path / "run"
+  proc = cli(root, data_dir, run, "--config.mode=pipeline", '--config.pipeline.methods=("none","lix")',
+             "--config.pipeline.teacher_num_steps=2", *SMALL, CROP, config=config)
+  for role in ("teacher", "student", "distill"):
+    assert f"{role} step 2/2 (100 %) loss" in proc.stderr, role  # Cluster-log lines (no tty).
+  with open(run / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["model"], r["method"]) for r in rows] == [
+      ("teacher", "-"), ("student", "none"), ("student", "lix")]
+  assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows), rows
+  # The grid has the test split's images, fewer than `pipeline.num_predictions` (4) here.
+  grid = np.asarray(Image.open(run / "predictions" / "grid.png"))
+  assert grid.ndim == 3 and grid.shape[1] > grid.shape[0]
+  teacher = json.loads((run / "teacher" / "config.json").read_text())
+  assert teacher["data"]["name"] == fmt and teacher["teacher"]["stem"] == "imagenet"
+  meta = json.loads((run / "teacher" / "export" / "meta.json").read_text())
   assert meta["x_modality"] == "depth"
+
+  # Evaluation at native size of the LIX student: the command line names the run, config.json the rest.
+  lix = run / "students" / "lix_seed0"
+  stored = json.loads((lix / "config.json").read_text())
+  assert stored["distill"]["method"] == "lix" and stored["student"]["width"] == 0.125
+  proc = cli(root, data_dir, lix, "--config.mode=eval", config=config)
+  line = [l for l in proc.stdout.splitlines() if "mIoU" in l][-1]
+  assert re.match(rf"{stored['data']['test_split']} mIoU \d+\.\d+ %", line), line
+  final = json.loads((lix / "final_metrics.json").read_text())
+  assert abs(float(line.split()[2]) - 100 * final["test"]["miou"]) < 0.01, (line, final["test"])
+
+  # Prediction on a native-size image of the folder: a colourised PNG of the same size.
+  inputs = tmp_path / "inputs"
+  inputs.mkdir()
+  image = sorted(glob.glob(os.path.join(root, image_glob)))[0]
+  shutil.copy(image, inputs)
+  cli(root, data_dir, lix, "--config.mode=predict", f"--config.predict.input_dir={inputs}",
+      config=config)
+  stem = os.path.splitext(os.path.basename(image))[0]
+  predicted = np.asarray(Image.open(lix / "predictions" / f"{stem}.png"))
+  assert predicted.shape == (*rehearse.NATIVE_HW[fmt], 3) and predicted.dtype == np.uint8

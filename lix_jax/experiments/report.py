@@ -42,12 +42,13 @@ def write_report(config, workdir: str, runs: Mapping[str, tuple[str, str]], num:
   Args:
     runs: column name -> (run workdir, role) with the teacher first, e.g. {"teacher": (...,
       "teacher"), "student": (..., "student"), "LIX student": (..., "distill")}.
-    num: number of test images.
+    num: number of test images (at most the test split's).
 
   Returns:
     {"cka": {tap: {run: value}}}.
   """
   raw = inputs.source(config, config.data.test_split)
+  num = min(num, len(raw))  # A small split (a rehearsal, a few frames) has fewer than asked.
   batch = next(iter(input_pipeline.eval_dataset(raw, batch_size=num, x_modality=config.data.x_modality)))
   outputs = {}
   for name, (run_dir, role) in runs.items():
