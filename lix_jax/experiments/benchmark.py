@@ -356,8 +356,10 @@ def main(argv: list[str]) -> None:
   path = args[0] if args else "results/benchmark.csv"
   for option in ("--merge=", "--replace="):
     for new in (a.split("=", 1)[1] for a in argv if a.startswith(option)):
+      committed = {results_csv.run_key(r) for r in results_csv.read_csv(path)}
       for r in results_csv.merge_csv(path, new, replace=option == "--replace="):
-        print(f"{option[2:-1]}: {r['model']} {r['method']} {r['regime']} seed {r['seed']}: "
+        what = "replaced" if results_csv.run_key(r) in committed else "added"
+        print(f"{what} {r['model']} {r['method']} {r['regime']} seed {r['seed']}: "
               f"test mIoU {100 * float(r['miou']):.2f}", file=sys.stderr)
   csv_rows = results_csv.read_csv(path)
   if regimes:
