@@ -91,6 +91,23 @@ def test_fit_table_puts_train_beside_validation():
     confusion.fit_markdown([run("a", 0.5, 0.5)], [run("b", 0.5, 0.5)], ("wall",))
 
 
+def test_gap_markdown_measures_each_student_against_its_own_ce_run():
+  def run(name, miou, wall):
+    return {"run": name, "miou": str(miou), "iou_wall": str(wall)}
+  rows = [run("teacher", 0.80, 0.6), run("ce", 0.70, 0.3), run("lix", 0.73, 0.4),
+          run("ce_wide", 0.72, 0.35), run("lix_wide", 0.76, 0.5)]
+  md = confusion.gap_markdown(rows, [("ce", "ce"), ("lix", "ce"), ("ce_wide", "ce_wide"),
+                                     ("lix_wide", "ce_wide")], classes=("wall",))
+  lines = md.splitlines()
+  assert lines[0] == "| run | mIoU (%) | gap closed | IoU wall |"
+  assert lines[2] == "| teacher | 80.0 |  | 60.0 |"
+  assert lines[3] == "| ce | 70.0 | 0 % | 30.0 |"
+  assert lines[4] == "| lix | 73.0 | 30 % | 40.0 |"  # (73 - 70) / (80 - 70)
+  assert lines[6] == "| lix_wide | 76.0 | 50 % | 50.0 |"  # (76 - 72) / (80 - 72)
+  with pytest.raises(ValueError, match=r"runs \['cwd'\] are not in the file"):
+    confusion.gap_markdown(rows, [("cwd", "ce")])
+
+
 def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
   """docs/benchmark.md's study tables (issue 23 §2) are the committed files' own."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

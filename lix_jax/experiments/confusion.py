@@ -111,6 +111,32 @@ def fit_markdown(validation: Sequence[Mapping[str, Any]], train: Sequence[Mappin
   return "\n".join(lines) + "\n"
 
 
+def gap_markdown(rows: Sequence[Mapping[str, Any]], students: Sequence[tuple[str, str]],
+                 teacher: str = "teacher", classes: Sequence[str] = ("wall", "pole", "person")) -> str:
+  """Each student's mIoU and the share of the teacher − CE gap it closes, against its own CE run.
+
+  Args:
+    rows: the rows of a `--runs` file (one per run, fractions).
+    students: (run, the CE run it is measured against) pairs, in table order; a CE run against
+      itself closes 0 % by definition.
+    teacher: the teacher's run.
+    classes: the per-class IoUs to show.
+  """
+  by_run = {r["run"]: r for r in rows}
+  missing = sorted({n for pair in students for n in pair} - set(by_run) | ({teacher} - set(by_run)))
+  if missing:
+    raise ValueError(f"runs {missing} are not in the file (it has {sorted(by_run)})")
+  pct = lambda run, key: 100 * float(by_run[run][key])  # noqa: E731 (a CSV's rows hold strings)
+  lines = ["| run | mIoU (%) | gap closed | " + " | ".join(f"IoU {c}" for c in classes) + " |",
+           "|---|---|---|" + "---|" * len(classes)]
+  for run, ce in [(teacher, "")] + list(students):
+    gap = "" if not ce else (f"{(pct(run, 'miou') - pct(ce, 'miou')) / (pct(teacher, 'miou') - pct(ce, 'miou')):.0%}"
+                             .replace("%", " %"))
+    lines.append(f"| {run} | {pct(run, 'miou'):.1f} | {gap} | "
+                 + " | ".join(f"{pct(run, f'iou_{c}'):.1f}" for c in classes) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def run_row(name: str, metrics: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
   return {"run": name, "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"],
           **{f"iou_{c}": metrics[f"iou/{c}"] for c in class_names}}
