@@ -121,3 +121,7 @@ def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
                                     ["teacher", "ce", "all_labeled", "kd", "cwd", "lix"], "teacher", 6)
   assert f"<!-- gap fit: generated, do not edit -->\n{fit}<!-- /gap fit -->" in text
   assert f"<!-- gap pairs: generated, do not edit -->\n{pairs}<!-- /gap pairs -->" in text
+  levers = confusion.gap_markdown(
+      results_csv.read_csv(os.path.join(sweeps, "levers_seed0_validation_runs.csv")),
+      [("ce", "ce"), ("lix", "ce"), ("taps_stage2", "ce"), ("unlabeled_batch_32", "ce")])
+  assert f"<!-- gap levers: generated, do not edit -->\n{levers}<!-- /gap levers -->" in text
