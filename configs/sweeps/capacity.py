@@ -1,6 +1,6 @@
 r"""Issue 23 §2, capacity: is the gap LIX leaves at the converged schedule the student's size?
 
-The converged benchmark's student (ResNet-18 ×0.25) distilled by LIX closes 28 % of the gap to its
+The converged benchmark's student (ResNet-18 ×0.25) distilled by LIX closes 29 % of the gap to its
 RGB+depth teacher, level with the same student trained on labels for every frame. If the rest of
 the gap is what a student of this size cannot represent, a wider student (×0.5, about 4× the
 FLOPs) should close more of it. The rows of the test, at the converged schedule (students 2 000
@@ -13,7 +13,8 @@ asks for seed 0), scored on the validation split (never test):
 
 Each entry's config is the converged benchmark row's (`configs/benchmark.py`: `none`,
 `unlabeled/lix`, `unlabeled/none_all_labeled`, `unlabeled/cwd`) with `student.width=0.5`; the
-×0.25 runs are the benchmark's own seed-0 runs. `results/sweeps/capacity.csv` holds both.
+×0.25 runs are the benchmark's own seed-0 runs, which must come from the same machine (runs are
+bitwise only per CPU model, docs/reliability.md).
 """
 
 WIDE = {"student.width": 0.5}

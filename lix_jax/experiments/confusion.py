@@ -123,15 +123,17 @@ def gap_markdown(rows: Sequence[Mapping[str, Any]], students: Sequence[tuple[str
     classes: the per-class IoUs to show.
   """
   by_run = {r["run"]: r for r in rows}
-  missing = sorted({n for pair in students for n in pair} - set(by_run) | ({teacher} - set(by_run)))
+  missing = sorted({teacher, *(n for pair in students for n in pair)} - set(by_run))
   if missing:
     raise ValueError(f"runs {missing} are not in the file (it has {sorted(by_run)})")
   pct = lambda run, key: 100 * float(by_run[run][key])  # noqa: E731 (a CSV's rows hold strings)
   lines = ["| run | mIoU (%) | gap closed | " + " | ".join(f"IoU {c}" for c in classes) + " |",
            "|---|---|---|" + "---|" * len(classes)]
   for run, ce in [(teacher, "")] + list(students):
-    gap = "" if not ce else (f"{(pct(run, 'miou') - pct(ce, 'miou')) / (pct(teacher, 'miou') - pct(ce, 'miou')):.0%}"
-                             .replace("%", " %"))
+    gap = ""
+    if ce:  # Written as `benchmark.figure` writes a gap.
+      closed = (pct(run, "miou") - pct(ce, "miou")) / (pct(teacher, "miou") - pct(ce, "miou"))
+      gap = f"{100 * closed:.0f} %"
     lines.append(f"| {run} | {pct(run, 'miou'):.1f} | {gap} | "
                  + " | ".join(f"{pct(run, f'iou_{c}'):.1f}" for c in classes) + " |")
   return "\n".join(lines) + "\n"
