@@ -71,9 +71,23 @@ def test_tiny_pipeline_writes_every_output(tiny_pipeline):
 
 # What the `tiny` pipeline logged (every run, every logged step; images/s left out) before the
 # house move of issue 21, written by the same command as the fixture above at commit e971d48. The
-# move changed no arithmetic: on the machine that wrote the file the values are bitwise equal; the
-# tolerance only absorbs another CPU's instruction set.
+# move changed no arithmetic: on the machine that wrote the file the values are bitwise equal.
+# Another CPU model rounds differently (XLA compiles for the host's instruction set) and training
+# amplifies it; one CI machine put the CWD student's gradient norm at step 4 8e-4 apart. Measured
+# worst case, the pipeline compiled without FMA (XLA_FLAGS=--xla_cpu_max_isa=AVX on an AVX2 CPU):
+# every loss and parameter norm within 4.6e-4 relative, evaluation within 6.5e-4 absolute, the
+# gradient norm (a sum of squares over every weight of 6-step networks) 2.5e-2 relative at step 6.
+# The tolerances keep a 4x margin over that; a changed loss, weight, schedule or data order moves
+# the losses by far more.
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_pipeline_metrics.json")
+
+
+def _tolerance(key: str) -> dict:
+  if key.startswith("eval/"):
+    return dict(rel=0.0, abs=3e-3)
+  if key == "l2_grads":
+    return dict(rel=0.1, abs=0.0)
+  return dict(rel=2e-3, abs=1e-7)
 
 
 @pytest.mark.slow
@@ -87,7 +101,7 @@ def test_tiny_pipeline_logs_what_it_logged_before_the_move(tiny_pipeline):
     for got, want in zip(logged, rows):
       assert set(got) - {"images_per_s"} == set(want), (run, got["step"])
       for key, value in want.items():
-        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (run, got["step"], key)
+        assert got[key] == pytest.approx(value, **_tolerance(key)), (run, got["step"], key)
 
 
 @pytest.mark.slow
