@@ -108,6 +108,11 @@ def test_gap_markdown_measures_each_student_against_its_own_ce_run():
     confusion.gap_markdown(rows, [("cwd", "ce")])
 
 
+# The capacity table's rows: each width's students against that width's CE student.
+CAPACITY_ROWS = [("ce", "ce"), ("cwd", "ce"), ("lix", "ce"),
+                 ("ce_wide", "ce_wide"), ("lix_wide", "ce_wide")]
+
+
 def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
   """docs/benchmark.md's study tables (issue 23 §2) are the committed files' own."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,3 +130,7 @@ def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
       results_csv.read_csv(os.path.join(sweeps, "levers_seed0_validation_runs.csv")),
       [("ce", "ce"), ("lix", "ce"), ("taps_stage2", "ce"), ("unlabeled_batch_32", "ce")])
   assert f"<!-- gap levers: generated, do not edit -->\n{levers}<!-- /gap levers -->" in text
+  capacity = confusion.gap_markdown(
+      results_csv.read_csv(os.path.join(sweeps, "capacity_seed0_validation_runs.csv")),
+      CAPACITY_ROWS)
+  assert f"<!-- gap capacity: generated, do not edit -->\n{capacity}<!-- /gap capacity -->" in text
