@@ -144,3 +144,14 @@ def test_distill_defaults_live_in_config_only():
       if fallback.search(line):
         offenders.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
   assert not offenders, offenders
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+  """The brief's rule: `.ci/run` runs the README's test command, character for character."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read().splitlines()
+  with open(os.path.join(ROOT, ".ci", "run")) as f:
+    ci_commands = [l for l in f.read().splitlines() if l and not l.startswith("#")]
+  marker = next(i for i, l in enumerate(readme) if l.startswith("# 2. Run the tests"))
+  assert readme[marker + 1] == ci_commands[-1]
+  assert "pytest" in ci_commands[-1]
