@@ -110,7 +110,8 @@ def test_gap_markdown_measures_each_student_against_its_own_ce_run():
 
 # The capacity table's rows: each width's students against that width's CE student.
 CAPACITY_ROWS = [("ce", "ce"), ("cwd", "ce"), ("lix", "ce"),
-                 ("ce_wide", "ce_wide"), ("cwd_wide", "ce_wide"), ("lix_wide", "ce_wide")]
+                 ("ce_wide", "ce_wide"), ("all_labeled_wide", "ce_wide"), ("cwd_wide", "ce_wide"),
+                 ("lix_wide", "ce_wide")]
 
 
 def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
