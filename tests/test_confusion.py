@@ -109,7 +109,7 @@ def test_gap_markdown_measures_each_student_against_its_own_ce_run():
 
 
 # The capacity table's rows: each width's students against that width's CE student.
-CAPACITY_ROWS = [("ce", "ce"), ("cwd", "ce"), ("lix", "ce"),
+CAPACITY_ROWS = [("ce", "ce"), ("all_labeled", "ce"), ("cwd", "ce"), ("lix", "ce"),
                  ("ce_wide", "ce_wide"), ("all_labeled_wide", "ce_wide"), ("cwd_wide", "ce_wide"),
                  ("lix_wide", "ce_wide")]
 
