@@ -180,21 +180,6 @@ def test_unknown_row_lists_the_valid_ones(tmp_path, recorder):
     benchmark.run_benchmark(_config(("none", "teacher", "none")), str(tmp_path))
 
 
-# The page that holds each results file's generated table: the research record
-# (docs/benchmark.md) has every one; the README's headline table is the converged one.
-@pytest.mark.parametrize("name,page", [("benchmark.csv", "docs/benchmark.md"),
-                                       ("benchmark_long.csv", "docs/benchmark.md"),
-                                       ("benchmark_converged.csv", "docs/benchmark.md"),
-                                       ("benchmark_converged.csv", "README.md")])
-def test_readme_and_docs_tables_are_the_ones_computed_from_results_csv(name, page):
-  path = os.path.join(ROOT, "results", name)
-  if not os.path.exists(path):
-    pytest.skip(f"results/{name} not committed yet")
-  assert benchmark.table_markdown(TABLE, results_csv.read_csv(path)) in _page(page), (
-      f"{page}'s table of results/{name} is stale: paste the output of "
-      f"`python -m lix_jax.experiments.benchmark results/{name}` into {page}")
-
-
 def test_a_part_run_keeps_the_rows_of_earlier_parts(tmp_path, recorder):
   benchmark.run_benchmark(_config(("teacher", "none", "unlabeled/kd")), str(tmp_path))
   benchmark.run_benchmark(_config(("teacher", "none", "labeled/kd")), str(tmp_path))
@@ -286,19 +271,6 @@ def _page(name: str) -> str:
   """README.md or a page of docs/ (the research record: docs/benchmark.md)."""
   with open(os.path.join(ROOT, name)) as f:
     return f.read()
-
-
-@pytest.mark.parametrize("page", ["docs/benchmark.md", "README.md"])
-def test_per_seed_tables_are_the_generated_ones(page):
-  rows = results_csv.read_csv(os.path.join(ROOT, "results", "benchmark_converged.csv"))
-  text = _page(page)
-  for regime in ("unlabeled", "labeled"):
-    md = benchmark.per_seed_markdown(TABLE, rows, regime)
-    if md:
-      assert f"<!-- converged per-seed {regime}: generated, do not edit -->\n{md}" in text, (
-          f"{page}'s per-seed table ({regime}) is stale or missing: paste the output of `python -m "
-          f"lix_jax.experiments.benchmark results/benchmark_converged.csv --per-seed={regime}` "
-          f"into {page}")
 
 
 # Figures the prose of docs/benchmark.md quotes from the results files: {FILE:row[:field]} is

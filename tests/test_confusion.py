@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
 
-from lix_jax.experiments import confusion, results_csv
+from lix_jax.experiments import confusion
 from lix_jax.train import metrics as metrics_lib
 
 NAMES = ["road", "wall", "building"]
@@ -106,32 +105,3 @@ def test_gap_markdown_measures_each_student_against_its_own_ce_run():
   assert lines[6] == "| lix_wide | 76.0 | 50 % | 50.0 |"  # (76 - 72) / (80 - 72)
   with pytest.raises(ValueError, match=r"runs \['cwd'\] are not in the file"):
     confusion.gap_markdown(rows, [("cwd", "ce")])
-
-
-# The capacity table's rows: each width's students against that width's CE student.
-CAPACITY_ROWS = [("ce", "ce"), ("all_labeled", "ce"), ("cwd", "ce"), ("lix", "ce"),
-                 ("ce_wide", "ce_wide"), ("all_labeled_wide", "ce_wide"), ("cwd_wide", "ce_wide"),
-                 ("lix_wide", "ce_wide")]
-
-
-def test_docs_gap_tables_are_the_ones_computed_from_results_sweeps():
-  """docs/benchmark.md's study tables (issue 23 §2) are the committed files' own."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  sweeps = os.path.join(root, "results", "sweeps")
-  read = lambda name: results_csv.read_csv(os.path.join(sweeps, f"gap_seed1_{name}.csv"))  # noqa: E731
-  with open(os.path.join(root, "docs", "benchmark.md")) as f:
-    text = f.read()
-  fit = confusion.fit_markdown(read("validation_runs"), read("train_runs"),
-                               ("wall", "pole", "person", "car"))
-  pairs = confusion.excess_markdown(read("validation_pairs"),
-                                    ["teacher", "ce", "all_labeled", "kd", "cwd", "lix"], "teacher", 6)
-  assert f"<!-- gap fit: generated, do not edit -->\n{fit}<!-- /gap fit -->" in text
-  assert f"<!-- gap pairs: generated, do not edit -->\n{pairs}<!-- /gap pairs -->" in text
-  levers = confusion.gap_markdown(
-      results_csv.read_csv(os.path.join(sweeps, "levers_seed0_validation_runs.csv")),
-      [("ce", "ce"), ("lix", "ce"), ("taps_stage2", "ce"), ("unlabeled_batch_32", "ce")])
-  assert f"<!-- gap levers: generated, do not edit -->\n{levers}<!-- /gap levers -->" in text
-  capacity = confusion.gap_markdown(
-      results_csv.read_csv(os.path.join(sweeps, "capacity_seed0_validation_runs.csv")),
-      CAPACITY_ROWS)
-  assert f"<!-- gap capacity: generated, do not edit -->\n{capacity}<!-- /gap capacity -->" in text
