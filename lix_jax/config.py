@@ -21,6 +21,7 @@ from a stored config (written before the key existed) counts as its default in `
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -155,6 +156,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.predict.exported = ""
 
   return c
+
+
+def enable_compilation_cache() -> str:
+  """XLA's persistent compilation cache, once per process, before the first compile: programs of the
+  same shapes compiled by an earlier run, test or process load instead of compiling again. The
+  directory is `$LIX_JAX_CACHE` (default `~/.cache/lix_jax/xla`); `LIX_JAX_CACHE=""` switches the
+  cache off. Returns the directory ("" = off)."""
+  cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
+  if cache_dir:
+    import jax  # noqa: PLC0415  (only here: the config module itself needs no jax)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return cache_dir
 
 
 def real_config(name: str, *, crop_hw: tuple[int, int], num_steps: int,

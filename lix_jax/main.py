@@ -22,6 +22,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from lix_jax import config as config_lib
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:preset]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of checkpoints, logs and outputs.")
@@ -82,12 +84,9 @@ def setup(config) -> None:
   """Once per process: quiet library logs, the compilation cache, multi-host initialisation."""
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
-  # Persistent compilation cache: runs of the same shapes (the students of a pipeline, a resumed
-  # run, a sweep) skip most of XLA's compile time. LIX_JAX_CACHE="" switches it off.
-  cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
-  if cache_dir:
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Runs of the same shapes (the students of a pipeline, a resumed run, a sweep) skip most of XLA's
+  # compile time.
+  config_lib.enable_compilation_cache()
   if not _exported_predict(config):
     from lix_jax.train import sharding  # noqa: PLC0415  (the trainer: flax)
     sharding.initialize_distributed(config.parallel)

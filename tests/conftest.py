@@ -8,12 +8,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
+from lix_jax import config as config_lib  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 # The persistent compilation cache, as `lix_jax.main` sets it (STACK_FACTS): a program another test,
-# worker or CLI subprocess compiled already loads instead of compiling again. LIX_JAX_CACHE=""
-# switches it off.
-_cache_dir = os.environ.get("LIX_JAX_CACHE", os.path.expanduser("~/.cache/lix_jax/xla"))
-if _cache_dir:
-  jax.config.update("jax_compilation_cache_dir", _cache_dir)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# worker or CLI subprocess compiled already loads instead of compiling again.
+config_lib.enable_compilation_cache()

@@ -107,13 +107,14 @@ def replace(text: str, name: str, table: str, page: str = "the page") -> str:
 def stale(root: str = ".", write: bool = False) -> list[tuple[str, str]]:
   """(page, block) of every table that differs from its results; with `write`, rewrite them
   (each page written whole to a temporary file, then renamed over the page)."""
+  made = {block.name: block.make(root) for block in BLOCKS}  # Once, though some are on two pages.
   out = []
   for page in sorted({p for block in BLOCKS for p in block.pages}):
     path = os.path.join(root, page)
     with open(path) as f:
       text = new = f.read()
     for block in (b for b in BLOCKS if page in b.pages):
-      table = block.make(root)
+      table = made[block.name]
       if shown(new, block.name, page) != table:
         out.append((page, block.name))
         new = replace(new, block.name, table, page)
