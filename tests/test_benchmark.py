@@ -351,9 +351,9 @@ _PROSE = (
     "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean)",
     "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is level with "
     "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean), ahead on seeds 0 "
-    "and 1 and behind on seed 2 (−0.32); KD {C:unlabeled/kd:mean} (2 seeds), DKD {C:unlabeled/dkd:mean}, "
-    "pseudo-labels {C:unlabeled/pseudo_label:mean} and LIX's first formulation (dynamic DWC) "
-    "{C:unlabeled/lix_dynamic:mean} (seed 0).",
+    "and 1 and behind on seed 2 (−0.32); KD {C:unlabeled/kd:mean} (3 seeds), pseudo-labels "
+    "{C:unlabeled/pseudo_label:mean} (seeds 0 and 2), DKD {C:unlabeled/dkd:mean} and LIX's first "
+    "formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seed 0).",
     "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
     "LIX with the default config closes {C:unlabeled/lix:gap} of it",
