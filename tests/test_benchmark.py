@@ -346,8 +346,7 @@ _PROSE = (
     "**{C:unlabeled/lix} ({C:unlabeled/lix:gap} of the gap)** over 3 seeds",
     "CWD {C:unlabeled/cwd} ({C:unlabeled/cwd:gap}): LIX is ahead on each of the 3 seeds",
     "labelled images only (3 seeds): LIX {C:labeled/lix} ({C:labeled/lix:gap} of the gap), CWD "
-    "{C:labeled/cwd}, KD "
-    "{C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
+    "{C:labeled/cwd}, KD {C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
     "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean)",
     "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is level with "
     "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean), ahead on seeds 0 "
