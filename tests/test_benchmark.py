@@ -265,6 +265,14 @@ def test_per_seed_table_is_lix_minus_each_row_per_seed():
   assert lines[4] == "| 2 | 73.50 | +1.50 |  |"  # cwd has no seed 2
   assert lines[5] == "| ahead on | | 3 of 3 | 1 of 2 |"
   assert benchmark.per_seed_markdown(TABLE, rows, "labeled") == ""  # no labelled-only LIX run
+  # Prose quotes one cell of it with `figure(..., "lead<seed>")`, with a true minus sign.
+  assert benchmark.figure(TABLE, rows, "unlabeled/cwd", "lead0") == "+0.15"
+  assert benchmark.figure(TABLE, rows, "unlabeled/cwd", "lead1") == "\u22120.02"
+  assert benchmark.figure(TABLE, rows, "none", "lead2") == "+1.50"
+  assert benchmark.figure(TABLE, rows, "unlabeled/cwd", "ahead") == "1 of 2"
+  assert benchmark.figure(TABLE, rows, "none", "ahead") == "3 of 3"
+  with pytest.raises(ValueError, match=r"seed\(s\) \[2\]"):
+    benchmark.figure(TABLE, rows, "unlabeled/cwd", "lead2")
 
 
 def _page(name: str) -> str:
@@ -347,13 +355,24 @@ _PROSE = (
     "CWD {C:unlabeled/cwd} ({C:unlabeled/cwd:gap}): LIX is ahead on each of the 3 seeds",
     "labelled images only (3 seeds): LIX {C:labeled/lix} ({C:labeled/lix:gap} of the gap), CWD "
     "{C:labeled/cwd}, KD {C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
-    "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean)",
+    "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean; by seed "
+    "{C:labeled/cwd:lead0}, {C:labeled/cwd:lead1}, {C:labeled/cwd:lead2}): in this regime",
+    "with unlabelled frames it is ahead of CE on {C:none:ahead} seeds, KD on {C:unlabeled/kd:ahead}, "
+    "CWD on {C:unlabeled/cwd:ahead}, pseudo-labels on {C:unlabeled/pseudo_label:ahead}, DKD on "
+    "{C:unlabeled/dkd:ahead} and the every-frame-labelled student on "
+    "{C:unlabeled/none_all_labeled:ahead} ({C:unlabeled/none_all_labeled:lead2} on seed 2); with "
+    "labelled images only, ahead of KD on {C:labeled/kd:ahead}, DKD on "
+    "{C:labeled/dkd:ahead} and CWD on {C:labeled/cwd:ahead} ({C:labeled/cwd:lead1} on seed 1). So "
+    "the \"every seed\" target fails twice ({C:unlabeled/none_all_labeled:lead2} and "
+    "{C:labeled/cwd:lead1} points).",
     "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is level with "
-    "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean), ahead on seeds 0 "
-    "and 1 and behind on seed 2 (−0.32); KD {C:unlabeled/kd:mean} (3 seeds), pseudo-labels "
+    "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean; by seed "
+    "{C:unlabeled/none_all_labeled:lead0}, {C:unlabeled/none_all_labeled:lead1}, "
+    "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean} (3 seeds), pseudo-labels "
     "{C:unlabeled/pseudo_label:mean} (seeds 0 and 2), DKD {C:unlabeled/dkd:mean} and LIX's first "
     "formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seed 0).",
-    "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0",
+    "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0, where the "
+    "default leads it by {C:unlabeled/lix_kr1:lead0}",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
     "LIX with the default config closes {C:unlabeled/lix:gap} of it",
     "gives test mIoU: teacher {D:teacher:mean}, CE student {D:none:mean}, KD {D:unlabeled/kd:mean}, "
@@ -369,9 +388,12 @@ def test_readme_and_docs_prose_quotes_the_results_files():
   rows = {k: results_csv.read_csv(os.path.join(ROOT, "results", f)) for k, f in files.items()}
   readme = (  # The sentences under the README's headline table.
       "LIX with the default config closes {C:unlabeled/lix:gap} of the gap, ahead of CWD on each of "
-      "the 3 seeds", "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean};",
+      "the 3 seeds",
       "level with labelling every frame ({C:unlabeled/lix:mean2} vs "
-      "{C:unlabeled/none_all_labeled:mean2};",
+      "{C:unlabeled/none_all_labeled:mean2}; by seed {C:unlabeled/none_all_labeled:lead0}, "
+      "{C:unlabeled/none_all_labeled:lead1}, {C:unlabeled/none_all_labeled:lead2}).",
+      "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean}; by seed {C:labeled/cwd:lead0}, "
+      "{C:labeled/cwd:lead1}, {C:labeled/cwd:lead2}).",
       "validation mIoU teacher {K:teacher:mean}, CE student {K:none:mean}, LIX student "
       "{K:labeled/lix:mean};")
   data = ("(KITTI's test split is its validation split): teacher {K:teacher:mean}, CE student "

@@ -278,6 +278,11 @@ def table_markdown(table: Table, rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _by_seed(row: Row, rows: list[dict[str, Any]], regime: str) -> dict[int, float]:
+  """Test mIoU (%) of `row`'s runs in `regime`, by seed."""
+  return {int(r["seed"]): 100 * float(r["miou"]) for r in rows if _matches(row, r, regime)}
+
+
 def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix: str = "lix"
                       ) -> str:
   """LIX minus each other student row of `regime`, per seed, in test-mIoU points (2 decimals).
@@ -287,7 +292,7 @@ def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix
   where that row lacks the seed. The last line counts the seeds on which LIX is ahead. Returns ""
   when `rows` hold no LIX run of the regime."""
   def by_seed(row: Row) -> dict[int, float]:
-    return {int(r["seed"]): 100 * float(r["miou"]) for r in rows if _matches(row, r, regime)}
+    return _by_seed(row, rows, regime)
 
   target = table.get(f"{regime}/{lix}")
   ours = by_seed(target)
@@ -313,12 +318,24 @@ def figure(table: Table, rows: list[dict[str, Any]], name: str, field: str = "")
   """How prose quotes row `name` (of `table`) of a results file, as the tables round it.
 
   `field`: "" = "mean ± std" (the table's cell), "mean" (1 decimal), "mean2" (2 decimals), "gap"
-  (the table's "gap closed" cell), "seeds" (each seed's test mIoU, 1 decimal, by seed) or
-  "iou_<class>" (that class's mean test IoU, 1 decimal)."""
+  (the table's "gap closed" cell), "seeds" (each seed's test mIoU, 1 decimal, by seed),
+  "iou_<class>" (that class's mean test IoU, 1 decimal), "lead<seed>" (that seed's cell of
+  `per_seed_markdown`: the regime's LIX minus this row, signed, 2 decimals, "−" for behind) or
+  "ahead" (its "ahead on" cell: "K of N", the seeds both ran on which LIX is ahead)."""
   row = table.get(name)
   regime = "-" if row.model == "teacher" else row.regime
   if row is table.ce and any(r["regime"] == "unlabeled" for r in rows):
     regime = "unlabeled"  # A benchmark file lists the CE student once per regime; quote one.
+  if field.startswith("lead") or field == "ahead":
+    lix = _by_seed(table.get(f"{regime}/lix"), rows, regime) if row.model != "teacher" else {}
+    ours = _by_seed(row, rows, regime)
+    seeds = [s for s in sorted(lix) if s in ours] if field == "ahead" else [int(field[len("lead"):])]
+    if not seeds or any(s not in lix or s not in ours for s in seeds):
+      raise ValueError(f"no LIX-minus-{name!r} difference on seed(s) {seeds or 'any'} in regime "
+                       f"{regime!r}")
+    if field == "ahead":
+      return f"{sum(lix[s] > ours[s] for s in seeds)} of {len(seeds)}"
+    return f"{lix[seeds[0]] - ours[seeds[0]]:+.2f}".replace("-", "\u2212")
   group = [r for r in rows if _matches(row, r, regime)]
   if field == "seeds":
     group.sort(key=lambda r: int(r["seed"]))
