@@ -368,8 +368,8 @@ _PROSE = (
     "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is level with "
     "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean; by seed "
     "{C:unlabeled/none_all_labeled:lead0}, {C:unlabeled/none_all_labeled:lead1}, "
-    "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean} (3 seeds), pseudo-labels "
-    "{C:unlabeled/pseudo_label:mean} and DKD {C:unlabeled/dkd:mean} (seeds 0 and 2), and LIX's "
+    "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean} and pseudo-labels "
+    "{C:unlabeled/pseudo_label:mean} (3 seeds), DKD {C:unlabeled/dkd:mean} (seeds 0 and 2), and LIX's "
     "first formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seed 0).",
     "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0, where the "
     "default leads it by {C:unlabeled/lix_kr1:lead0}",
