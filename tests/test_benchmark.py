@@ -370,7 +370,7 @@ _PROSE = (
     "{C:unlabeled/none_all_labeled:lead0}, {C:unlabeled/none_all_labeled:lead1}, "
     "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean}, pseudo-labels "
     "{C:unlabeled/pseudo_label:mean} and DKD {C:unlabeled/dkd:mean} (3 seeds each), and LIX's "
-    "first formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seed 0).",
+    "first formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seeds 0 and 2).",
     "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} on seed 0, where the "
     "default leads it by {C:unlabeled/lix_kr1:lead0}",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
