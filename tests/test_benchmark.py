@@ -369,8 +369,8 @@ _PROSE = (
     "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean; by seed "
     "{C:unlabeled/none_all_labeled:lead0}, {C:unlabeled/none_all_labeled:lead1}, "
     "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean}, pseudo-labels "
-    "{C:unlabeled/pseudo_label:mean} and DKD {C:unlabeled/dkd:mean} (3 seeds each), and LIX's "
-    "first formulation (dynamic DWC) {C:unlabeled/lix_dynamic:mean} (seeds 0 and 2).",
+    "{C:unlabeled/pseudo_label:mean}, DKD {C:unlabeled/dkd:mean} and LIX's first formulation "
+    "(dynamic DWC) {C:unlabeled/lix_dynamic:mean}, 3 seeds each.",
     "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} over seeds 0 and 2, where "
     "the default leads it by {C:unlabeled/lix_kr1:lead0} and {C:unlabeled/lix_kr1:lead2}",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
