@@ -283,6 +283,12 @@ def _by_seed(row: Row, rows: list[dict[str, Any]], regime: str) -> dict[int, flo
   return {int(r["seed"]): 100 * float(r["miou"]) for r in rows if _matches(row, r, regime)}
 
 
+def _ahead_on(ours: dict[int, float], theirs: dict[int, float]) -> str:
+  """The per-seed table's "K of N": of the N seeds both ran, the K on which `ours` is higher."""
+  shared = [s for s in ours if s in theirs]
+  return f"{sum(ours[s] > theirs[s] for s in shared)} of {len(shared)}"
+
+
 def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix: str = "lix"
                       ) -> str:
   """LIX minus each other student row of `regime`, per seed, in test-mIoU points (2 decimals).
@@ -291,26 +297,21 @@ def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix
   the other rows of `summarize`'s table for that regime, headed by their `method`; a cell is empty
   where that row lacks the seed. The last line counts the seeds on which LIX is ahead. Returns ""
   when `rows` hold no LIX run of the regime."""
-  def by_seed(row: Row) -> dict[int, float]:
-    return _by_seed(row, rows, regime)
-
   target = table.get(f"{regime}/{lix}")
-  ours = by_seed(target)
+  ours = _by_seed(target, rows, regime)
   if not ours:
     return ""
   others = [row for row in table.rows.values() if row.model == "student" and row is not target
-            and (row.regime == regime or row is table.ce) and by_seed(row)]
+            and (row.regime == regime or row is table.ce) and _by_seed(row, rows, regime)]
   others.sort(key=lambda row: row is not table.ce)  # The CE student first, as in the table.
-  columns = [(row.method, by_seed(row)) for row in others]
+  columns = [(row.method, _by_seed(row, rows, regime)) for row in others]
   seeds = sorted(ours)
   lines = [f"| seed | {lix} (%) | " + " | ".join(f"{lix} − {m}" for m, _ in columns) + " |",
            "|" + "---|" * (2 + len(columns))]
   for seed in seeds:
     cells = [f"{ours[seed] - values[seed]:+.2f}" if seed in values else "" for _, values in columns]
     lines.append(f"| {seed} | {ours[seed]:.2f} | " + " | ".join(cells) + " |")
-  ahead = [f"{sum(ours[s] > v[s] for s in seeds if s in v)} of {sum(s in v for s in seeds)}"
-           for _, v in columns]
-  lines.append("| ahead on | | " + " | ".join(ahead) + " |")
+  lines.append("| ahead on | | " + " | ".join(_ahead_on(ours, v) for _, v in columns) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -334,7 +335,7 @@ def figure(table: Table, rows: list[dict[str, Any]], name: str, field: str = "")
       raise ValueError(f"no LIX-minus-{name!r} difference on seed(s) {seeds or 'any'} in regime "
                        f"{regime!r}")
     if field == "ahead":
-      return f"{sum(lix[s] > ours[s] for s in seeds)} of {len(seeds)}"
+      return _ahead_on(lix, ours)
     return f"{lix[seeds[0]] - ours[seeds[0]]:+.2f}".replace("-", "\u2212")
   group = [r for r in rows if _matches(row, r, regime)]
   if field == "seeds":
