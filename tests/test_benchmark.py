@@ -371,8 +371,9 @@ _PROSE = (
     "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean}, pseudo-labels "
     "{C:unlabeled/pseudo_label:mean}, DKD {C:unlabeled/dkd:mean} and LIX's first formulation "
     "(dynamic DWC) {C:unlabeled/lix_dynamic:mean}, 3 seeds each.",
-    "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1:mean} over seeds 0 and 2, where "
-    "the default leads it by {C:unlabeled/lix_kr1:lead0} and {C:unlabeled/lix_kr1:lead2}",
+    "Kernel regression back on (λ_KR = 1) gives {C:unlabeled/lix_kr1}, and the default leads it on "
+    "{C:unlabeled/lix_kr1:ahead} seeds ({C:unlabeled/lix_kr1:lead0}, {C:unlabeled/lix_kr1:lead1}, "
+    "{C:unlabeled/lix_kr1:lead2}",
     "**Why {C:unlabeled/lix:gap} and not 40 %",
     "LIX with the default config closes {C:unlabeled/lix:gap} of it",
     "gives test mIoU: teacher {D:teacher:mean}, CE student {D:none:mean}, KD {D:unlabeled/kd:mean}, "
