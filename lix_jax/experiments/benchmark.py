@@ -301,10 +301,10 @@ def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix
   ours = _by_seed(target, rows, regime)
   if not ours:
     return ""
-  others = [row for row in table.rows.values() if row.model == "student" and row is not target
-            and (row.regime == regime or row is table.ce) and _by_seed(row, rows, regime)]
-  others.sort(key=lambda row: row is not table.ce)  # The CE student first, as in the table.
-  columns = [(row.method, _by_seed(row, rows, regime)) for row in others]
+  others = sorted((row for row in table.rows.values() if row.model == "student"
+                   and row is not target and (row.regime == regime or row is table.ce)),
+                  key=lambda row: row is not table.ce)  # The CE student first, as in the table.
+  columns = [(row.method, values) for row in others if (values := _by_seed(row, rows, regime))]
   seeds = sorted(ours)
   lines = [f"| seed | {lix} (%) | " + " | ".join(f"{lix} − {m}" for m, _ in columns) + " |",
            "|" + "---|" * (2 + len(columns))]
