@@ -1,4 +1,5 @@
-"""The data-parallel steps: 8 devices == 1 device, shard_map == pmap, non-finite guard."""
+"""The data-parallel steps: 8 devices == 1 device, shard_map == pmap (and each backend really
+runs), non-finite guard."""
 from __future__ import annotations
 
 import functools
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from lix_jax import losses, models
-from lix_jax.config import base_config
-from lix_jax.train import sharding, state as state_lib, steps
+from lix_jax.config import base_config, with_overrides
+from lix_jax.train import loop, sharding, state as state_lib, steps
 
 NUM_CLASSES = 5
 H, W = 32, 48
@@ -122,6 +123,56 @@ def test_student_step_pmap_equals_shard_map():
   np.testing.assert_allclose(results["pmap"][0], results["shard_map"][0], rtol=1e-6)
   _assert_trees_close(results["pmap"][1].params, results["shard_map"][1].params)
 
+
+
+def _axis_step(state, batch):
+  """A per-shard step: the state plus the global batch sum, and this shard's device index."""
+  return state + jax.lax.psum(batch.sum(), "data"), jax.lax.axis_index("data")
+
+
+def test_pmap_backend_runs_one_program_per_device():
+  """What only `jax.pmap` produces: a state replicated on a leading device axis, the batch split
+  into [devices, per-device, ...], and outputs stacked per device (each its own axis index)."""
+  dp = sharding.DataParallel(sharding.make_mesh(), "pmap")
+  assert dp.backend == "pmap"
+  state = dp.replicate(np.float32(1.0))
+  batch = dp.shard_batch({"x": np.arange(16, dtype=np.float32)})["x"]
+  assert state.shape == (8,) and batch.shape == (8, 2)
+  state, index = dp.wrap(_axis_step)(state, batch)
+  np.testing.assert_array_equal(np.asarray(index), np.arange(8))
+  np.testing.assert_array_equal(np.asarray(state), np.full(8, 121.0))
+  assert dp.fetch(state) == 121.0
+
+
+def test_shard_map_is_the_default_backend():
+  """`DataParallel` and the base config both default to jit(shard_map): one global program whose
+  replicated outputs and state have no device axis, the batch stays global."""
+  assert base_config().parallel.backend == "shard_map"
+  dp = sharding.DataParallel(sharding.make_mesh())
+  assert dp.backend == "shard_map"
+  state = dp.replicate(np.float32(1.0))
+  batch = dp.shard_batch({"x": np.arange(16, dtype=np.float32)})["x"]
+  assert state.shape == () and batch.shape == (16,)
+  assert batch.sharding.spec == jax.sharding.PartitionSpec("data")
+  step = dp.wrap(_axis_step)
+  state, index = step(state, batch)
+  assert state.shape == index.shape == () and float(state) == 121.0
+
+
+@pytest.mark.parametrize("backend", sharding.BACKENDS)
+def test_trainer_builds_the_configured_backend(tmp_path, monkeypatch, backend):
+  """`loop.train` hands `parallel.backend` to `DataParallel` (stopped before it initialises)."""
+  class Built(Exception):
+    pass
+
+  def stop(task, dp, *args):
+    raise Built(dp)
+
+  monkeypatch.setattr(loop, "_restore", stop)
+  config = with_overrides(base_config(), {"parallel.backend": backend})
+  with pytest.raises(Built) as built:
+    loop.train(config, str(tmp_path), "student")
+  assert built.value.args[0].backend == backend
 
 def _distill_setup():
   teacher = models.build(TEACHER, num_classes=NUM_CLASSES, x_channels=1, kind="teacher")
