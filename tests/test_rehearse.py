@@ -39,6 +39,18 @@ def jpeg_round_trip(image: np.ndarray, quality: int = 95) -> np.ndarray:
   return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def cityscapes_disparity(ex: dict) -> tuple[float, np.ndarray, np.ndarray]:
+  """fx B, and the disparity PNG values p = round(256 d) + 1 in [1, 65535] of d = fx B / Z pixels
+  (cityscapesScripts; 0 = missing), in float64; plus a mask of the pixels whose 256 d lies within
+  float32 rounding of a half (a writer computing d in float32 may round those either way)."""
+  fx_b = float(ex["intrinsics"][0]) * float(ex["baseline"])
+  depth = ex["depth"].astype(np.float64)
+  scaled = 256.0 * fx_b / np.where(depth > 0, depth, 1.0)
+  p = np.where(depth > 0, np.clip(np.round(scaled) + 1, 1, 65535), 0)
+  tie = (np.abs(scaled - np.floor(scaled) - 0.5) < 2.5e-7 * scaled) & (p < 65535)
+  return fx_b, p, tie
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,num,split,scene,table,depth_atol", [
     # KITTI: every 5th image is validation, so 5 make both splits.
@@ -66,8 +78,15 @@ def test_rehearsal_reads_back_through_the_real_builder(fmt, num, split, scene, t
   assert np.array_equal(record["depth"] > 0, valid)
   if depth_atol is not None:
     np.testing.assert_allclose(record["depth"][valid], ex["depth"][valid], atol=depth_atol)
-  else:  # Cityscapes: depth = fx B / ((p - 1) / 256), p the rounded 1/256 disparity
-    np.testing.assert_allclose(record["depth"][valid], ex["depth"][valid], rtol=0.05)
+  else:  # Cityscapes: Z = fx B / ((p - 1) / 256) exactly (p / 256 would be off by 1 / (p - 1))
+    fx_b, p, tie = cityscapes_disparity(ex)
+    decode = lambda p: fx_b / ((p[valid] - 1) / 256.0)  # noqa: E731
+    got = record["depth"][valid]
+    exact = ~tie[valid]
+    assert exact.mean() > 0.9
+    np.testing.assert_allclose(got[exact], decode(p)[exact], rtol=1e-6)
+    near = np.any([np.isclose(got, decode(p + k), rtol=1e-6) for k in (-1, 0, 1)], axis=0)
+    assert np.all(near | exact)  # Ties: p one step either way.
   np.testing.assert_allclose(record["intrinsics"], ex["intrinsics"], rtol=1e-5)
 
 
