@@ -198,7 +198,7 @@ def test_arfd_matches_numpy(kernel):
   np.testing.assert_allclose(loss, ref, rtol=1e-4)
   if kernel == "linear":
     # Skipped terms are absent; the KR term at mix = 0 is FitNet.
-    loss0, aux0 = F.arfd_loss(s, t, mix=0.0, lambda_cka=0, valid_mask=mask)
+    loss0, aux0 = F.arfd_loss(s, t, mix=0.0, lambda_kr=1.0, lambda_cka=0, valid_mask=mask)
     assert set(aux0) == {"kr"}
     fit = F.fitnet_loss(s, t, valid_mask=mask)
     np.testing.assert_allclose(loss0, fit, rtol=1e-6)
@@ -248,7 +248,7 @@ def test_arfd_gradient_matches_dense_reference(kernel):
     return 0.6 * kr + 1.1 * (1 - sum(ckas) / len(ckas))
 
   ours = lambda a: F.arfd_loss(a, t, sigma=0.8, mix=0.5, lambda_kr=0.6, lambda_cka=1.1,
-                               kernel=kernel, valid_mask=mask, cka_max_pixels=H * W)[0]
+                               kernel=kernel, stride=1, valid_mask=mask, cka_max_pixels=H * W)[0]
   g, g_ref = jax.jit(jax.grad(ours))(s), jax.jit(jax.grad(ref))(s)
   np.testing.assert_allclose(g, g_ref, rtol=2e-3, atol=1e-6)
   assert np.abs(np.asarray(g)).max() > 1e-4
@@ -260,9 +260,10 @@ def test_degenerate_features_finite_and_bf16():
 
   @jax.jit
   def all_losses(a, b):
-    out = {k: F.arfd_loss(a, b, kernel=k, valid_mask=mask, cka_max_pixels=16)[0]
+    out = {k: F.arfd_loss(a, b, kernel=k, lambda_kr=1.0, stride=1, valid_mask=mask,
+                          cka_max_pixels=16)[0]
            for k in ("linear", "rbf", "laplace")}
-    out["cwd"] = F.cwd_loss(a, b, valid_mask=mask)
+    out["cwd"] = F.cwd_loss(a, b, temperature=4.0, valid_mask=mask)
     out["at"] = F.at_loss(a, b, valid_mask=mask)
     out["fitnet"] = F.fitnet_loss(a, b, valid_mask=mask)
     return out
@@ -294,9 +295,12 @@ def test_sharded_equals_single_device():
     kw = dict(valid_mask=m, axis_name=axis_name)
     return (F.fitnet_loss(a, b, **kw), F.cwd_loss(a, b, temperature=2.0, **kw),
             F.at_loss(a, b, **kw),
-            F.arfd_loss(a, b, sigma=0.7, mix=0.5, kernel="linear", stride=2, **kw)[0],
-            F.arfd_loss(a, b, sigma=0.7, mix=0.5, kernel="laplace", cka_max_pixels=12, **kw)[0],
-            F.arfd_loss(a, b, sigma=0.7, mix=0.5, stride=2, kr_impl="pallas", **kw)[0])
+            F.arfd_loss(a, b, sigma=0.7, mix=0.5, lambda_kr=1.0, kernel="linear", stride=2,
+                        **kw)[0],
+            F.arfd_loss(a, b, sigma=0.7, mix=0.5, lambda_kr=1.0, kernel="laplace", stride=1,
+                        cka_max_pixels=12, **kw)[0],
+            F.arfd_loss(a, b, sigma=0.7, mix=0.5, lambda_kr=1.0, stride=2, kr_impl="pallas",
+                        **kw)[0])
 
   mesh = Mesh(np.array(jax.devices()), ("data",))
   sharded = jax.jit(jax.shard_map(functools.partial(losses, axis_name="data"), mesh=mesh,

@@ -2,7 +2,8 @@
 
 Dependencies point one way: kernels <- losses <- train <- experiments <- main; models, data and the
 pictures (viz, plots) import no trainer; nothing imports `main`; no import cycles (function-level
-imports included); no file over ~400 lines; every `distill.*` default lives in `lix_jax/config.py`.
+imports included); no file over ~400 lines; every `distill.*` default lives in `lix_jax/config.py`
+(and a public loss or kernel's signature default equals it).
 """
 from __future__ import annotations
 
@@ -145,6 +146,68 @@ def test_distill_defaults_live_in_config_only():
         offenders.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
   assert not offenders, offenders
 
+
+
+# Signature defaults (DESIGN §3): a public function of the functional API that has a default for a
+# hyper-parameter has the config's default. Parameter name -> `distill` key; then per function.
+HYPER_KEYS = {name: name for name in (
+    "alpha", "beta", "temperature", "controller", "kappa", "class_balance", "sigma", "mix",
+    "lambda_kr", "lambda_cka", "kernel", "stride", "cka_max_pixels", "kr_impl")}
+HYPER_KEYS_OF = {
+    "lix_jax.losses.feature.kr_recalibrate": {"impl": "kr_impl", "block_size": "kr_block_size"},
+    "lix_jax.losses.feature.arfd_loss": {"block_size": "kr_block_size"},
+    "lix_jax.losses.feature.at_loss": {"p": "at_p"},
+    "lix_jax.losses.feature.cwd_loss": {"temperature": "cwd_temperature or temperature"},
+    "lix_jax.losses.logit.pseudo_label_loss": {"threshold": "pl_threshold"},
+}
+# Defaulted parameters that are no config key: data, masks and collectives; estimator variants the
+# config does not expose; and execution knobs of the kernels, which leave the value unchanged
+# (`kernel_regression`'s block_size=1024 is DESIGN §3's own).
+NOT_HYPER = {"valid_mask", "axis_name", "ignore_index", "weights", "key_mask", "log_prior",
+             "unbiased", "normalize", "symmetric", "block_size", "block_q", "block_k", "interpret",
+             "backend", "num_warps", "num_stages", "budget"}
+
+
+def _public_functions():
+  import importlib  # noqa: PLC0415
+  import inspect  # noqa: PLC0415
+  for name in sorted(m for m in MODULES if m.split(".")[1:2] in (["losses"], ["kernels"],
+                                                                 ["kr_fused"])):
+    module = importlib.import_module(name)
+    for attr, fn in sorted(vars(module).items()):
+      if not attr.startswith("_") and inspect.isfunction(fn) and fn.__module__ == name:
+        yield f"{name}.{attr}", inspect.signature(fn)
+
+
+def test_signature_defaults_are_the_configs():
+  """Every defaulted parameter of every public function of `lix_jax.losses`, `lix_jax.kernels`
+  and `lix_jax.kr_fused` is either a hyper-parameter whose default equals `base_config().distill`'s
+  value, or one of `NOT_HYPER`; a new defaulted parameter must be put in one or the other."""
+  from lix_jax.config import base_config  # noqa: PLC0415
+  distill = base_config().distill
+  # CWD's temperature: `cwd_temperature`, 0 = `temperature` (the registry resolves it so).
+  config = {**distill.to_dict(),
+            "cwd_temperature or temperature": distill.cwd_temperature or distill.temperature}
+  checked, offenders = 0, []
+  for qualname, signature in _public_functions():
+    keys = dict(HYPER_KEYS, **HYPER_KEYS_OF.get(qualname, {}))
+    for param in signature.parameters.values():
+      if param.default is param.empty:
+        continue
+      if param.name in keys:
+        checked += 1
+        key = keys[param.name]
+        value = config[key]
+        value = tuple(value) if isinstance(value, list) else value
+        if param.default != value or type(param.default) is not type(value):
+          offenders.append(f"{qualname}({param.name}={param.default!r}): config.py has "
+                           f"distill.{key}={value!r}")
+      elif param.name not in NOT_HYPER:
+        offenders.append(f"{qualname}({param.name}={param.default!r}): not a known config key "
+                         f"(map it in HYPER_KEYS / HYPER_KEYS_OF, or add it to NOT_HYPER)")
+  assert not offenders, "signature defaults that disagree with lix_jax/config.py:\n" + "\n".join(
+      offenders)
+  assert checked >= 10  # The walk found the ARFD, DWLD and pseudo-label defaults.
 
 def test_ci_runs_exactly_the_readme_test_command():
   """The brief's rule: `.ci/run` runs the README's test command, character for character."""

@@ -89,7 +89,7 @@ def resolve_kr_impl(impl: str, sigma, num_queries: int, num_keys: int,
 
 
 def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, mix: float,
-                   stride: int = 1, valid_mask: Array | None = None,
+                   stride: int = 2, valid_mask: Array | None = None,
                    block_size: int = 256, impl: str = "auto") -> Array:
   """Recalibrated teacher target T~ = (1 - mix) T + mix R (§2.4), per image.
 
@@ -100,7 +100,8 @@ def kr_recalibrate(student_feats: Array, teacher_feats: Array, *, sigma: float, 
   Args:
     student_feats: `[B, h, w, C]` adapter outputs A. teacher_feats: `[B, h, w, C]` T.
     sigma: Laplace bandwidth. mix: mu in [0, 1]; a Python 0 returns T without any regression.
-    stride: key subsampling stride. valid_mask: `[B, H', W']` bool or None.
+    stride: key subsampling stride (default: `distill.stride`'s).
+    valid_mask: `[B, H', W']` bool or None.
     block_size: kernel-regression block size (queries and keys per block). 256 keeps the blocks
       in cache on CPU and wastes little padding at the taps' sizes (4x faster than 1024 at 768 px).
     impl: "xla" (`kernels.kernel_regression`, blocked), "pallas" (`kr_fused`, one fused kernel
@@ -198,8 +199,8 @@ def _gram_cka(k: Array, l: Array, wt: Array) -> Array:
 
 
 def arfd_loss(student_feats: Array, teacher_feats: Array, *, sigma: float = 1.0,
-              mix: float = 0.5, lambda_kr: float = 1.0, lambda_cka: float = 1.0,
-              kernel: str = "linear", stride: int = 1, cka_max_pixels: int = 1024,
+              mix: float = 0.5, lambda_kr: float = 0.0, lambda_cka: float = 1.0,
+              kernel: str = "linear", stride: int = 2, cka_max_pixels: int = 1024,
               valid_mask: Array | None = None, axis_name: str | None = None,
               block_size: int = 256, kr_impl: str = "auto") -> tuple[Array, dict[str, Array]]:
   """ARFD at one tap: lambda_kr * L_KR + lambda_cka * L_CKA (§2.4).
@@ -211,12 +212,14 @@ def arfd_loss(student_feats: Array, teacher_feats: Array, *, sigma: float = 1.0,
   kernel) and "rbf" (bandwidth `sigma` times the RMS pairwise distance of the image's valid
   features, computed separately for A and T -- a scale-free mean heuristic) build Grams over a
   strided subsample: spatial stride s, the smallest with ceil(h/s) * ceil(w/s) <= cka_max_pixels.
+  Every hyper-parameter's default is `lix_jax/config.py`'s `distill.*` value (DESIGN §3).
 
   Args:
     student_feats: `[B, h, w, C]` adapter outputs. teacher_feats: `[B, h, w, C]`.
     sigma, mix, stride, block_size: kernel-regression parameters (see `kr_recalibrate`).
     kr_impl: "auto" | "xla" | "pallas", `kr_recalibrate`'s `impl`.
-    lambda_kr, lambda_cka: term weights; a Python 0 skips that term entirely.
+    lambda_kr, lambda_cka: term weights; a Python 0 skips that term entirely (the default
+      lambda_kr = 0 is the config's: kernel regression is one argument away, DESIGN §2.4).
     kernel: CKA kernel, "linear" | "rbf" | "laplace". cka_max_pixels: Gram-size bound.
     valid_mask: `[B, H', W']` bool or None. axis_name: data axis for global means, or None.
   Returns:
@@ -265,13 +268,14 @@ def _masked_log_softmax(z: Array, m: Array) -> Array:
   return z - zmax - jnp.log(jnp.maximum(sumexp, jnp.finfo(z.dtype).tiny))
 
 
-def cwd_loss(student_feats: Array, teacher_feats: Array, *, temperature: float = 4.0,
+def cwd_loss(student_feats: Array, teacher_feats: Array, *, temperature: float,
              valid_mask: Array | None = None, axis_name: str | None = None) -> Array:
   """Channel-wise distillation (Shu et al., ICCV 2021); features or logits `[B, h, w, C]`.
 
   For each image and channel, softmax over the image's valid pixels at temperature tau of the
   teacher (p) and student (q) maps; tau^2 * KL(p || q) from log_softmax; mean over (images with a
-  valid pixel) x channels.
+  valid pixel) x channels. `temperature` has no default: the config's CWD temperature is
+  `distill.cwd_temperature`, or `distill.temperature` when that is 0.
   """
   _check_same(student_feats, teacher_feats, "cwd_loss")
   s, t = _f32(student_feats), lax.stop_gradient(_f32(teacher_feats))
