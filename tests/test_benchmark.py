@@ -275,6 +275,30 @@ def test_per_seed_table_is_lix_minus_each_row_per_seed():
     benchmark.figure(TABLE, rows, "unlabeled/cwd", "lead2")
 
 
+def test_compare_is_level_within_the_pooled_std_or_a_tenth_of_a_point():
+  def row(method, seed, miou, pole=0.5):
+    return dict(model="student", method=method, fusion="intermediate", x_modality="depth",
+                regime="unlabeled", seed=seed, miou=miou, pixel_acc=0.9, iou_pole=pole)
+
+  def compare(a, b, field="miou"):
+    rows = ([row("lix", s, v) for s, v in enumerate(a)]
+            + [row("cwd", s, v, pole=v) for s, v in enumerate(b)])
+    return (benchmark.compare(TABLE, rows, "unlabeled/lix", "unlabeled/cwd", field),
+            benchmark.compare(TABLE, rows, "unlabeled/cwd", "unlabeled/lix", field))
+
+  lix = [0.70, 0.72, 0.74]  # std 1.63 points: pooled with a constant row, 1.15 points
+  assert np.sqrt(np.var(100 * np.array(lix)) / 2) == pytest.approx(1.155, abs=1e-3)
+  assert compare(lix, [0.711] * 3) == ("level with", "level with")  # 1.0 point apart
+  assert compare(lix, [0.708] * 3) == ("above", "below")  # 1.2 points
+  assert compare([0.70], [0.7006]) == ("level with", "level with")  # one seed: 0.1-point floor
+  assert compare([0.70], [0.6985]) == ("above", "below")
+  # Per class: LIX's pole IoU is 50 % on every seed, CWD's its mIoU (72 %).
+  assert compare(lix, [0.72] * 3) == ("level with", "level with")
+  assert compare(lix, [0.72] * 3, "iou_pole") == ("below", "above")
+  with pytest.raises(ValueError, match="unlabeled/kd"):
+    benchmark.compare(TABLE, [row("lix", 0, 0.7)], "unlabeled/lix", "unlabeled/kd")
+
+
 def _page(name: str) -> str:
   """README.md or a page of docs/ (the research record: docs/benchmark.md)."""
   with open(os.path.join(ROOT, name)) as f:
@@ -284,20 +308,44 @@ def _page(name: str) -> str:
 # Figures the prose of docs/benchmark.md quotes from the results files: {FILE:row[:field]} is
 # `benchmark.figure(TABLE, rows of FILE, row, field)`; B, L, C = benchmark, benchmark_long,
 # benchmark_converged.csv, D = default_pipeline.csv. Whitespace (line breaks) does not count.
+# Comparative words are computed too: {FILE:a,..~b,..[;a,..~b,..][:field,..][|words]} is the word
+# of `benchmark.compare` for every (a, b, field) of each group (field default "miou"; `_compared`).
+_WORDS = {"": {"above": "above", "level with": "level with", "below": "below"},
+          "ahead": {"above": "ahead", "level with": "level", "below": "behind"}}
+
+
+def _compared(rows, groups: str, fields: str, words: str) -> str:
+  """The one word `benchmark.compare` gives every pair of rows of `a` x `b` of each `a~b` group on
+  every field, in the vocabulary `words`; "at or below" / "at or above" where they are level with
+  or all on one side; otherwise "mixed (...)", which no prose quotes."""
+  pairs = [(x, y) for g in groups.split(";") for x in g.split("~")[0].split(",")
+           for y in g.split("~")[1].split(",")]
+  found = {benchmark.compare(TABLE, rows, x, y, f) for x, y in pairs for f in fields.split(",")}
+  if len(found) == 1:
+    return _WORDS[words][found.pop()]
+  if not words and found in ({"level with", "below"}, {"level with", "above"}):
+    return "at or " + (found - {"level with"}).pop()
+  return f"mixed ({', '.join(sorted(found))})"
+
+
 _PROSE = (
+    "(LIX with the default config — lix_jax's symmetric class-balanced controller, further down — "
+    "is {B:unlabeled/lix~unlabeled/cwd,unlabeled/kd,unlabeled/dkd;"
+    "labeled/lix~labeled/cwd,labeled/kd,labeled/dkd} CWD, KD and DKD in both regimes)",
     "LIX reaches {B:unlabeled/lix_dynamic} and closes {B:unlabeled/lix_dynamic:gap} of the gap, "
-    "level with pseudo-labels ({B:unlabeled/pseudo_label})",
+    "{B:unlabeled/lix_dynamic~unlabeled/pseudo_label} pseudo-labels ({B:unlabeled/pseudo_label})",
     "on test over 3 seeds {B:unlabeled/lix_kappa1} ({B:unlabeled/lix_kappa1:gap} of the gap)",
     "DWLD alone {B:unlabeled/dwld} against DKD {B:unlabeled/dkd:mean} and dynamic LIX "
     "{B:unlabeled/lix_dynamic:mean}:",
     "ARFD alone {B:unlabeled/arfd:mean}, KR only {B:unlabeled/kr_only:mean}, CKA only "
-    "{B:unlabeled/cka_only:mean}, FitNet {B:unlabeled/fitnet:mean}, all at or below the CE student "
+    "{B:unlabeled/cka_only:mean}, FitNet {B:unlabeled/fitnet:mean}, all "
+    "{B:unlabeled/arfd,unlabeled/kr_only,unlabeled/cka_only,unlabeled/fitnet~none} the CE student "
     "({B:none:mean})",
     "trust (reliability only) {B:unlabeled/dwld_trust:mean}, dynamic {B:unlabeled/dwld:mean}, "
     "κ = −2 (self-paced) {B:unlabeled/dwld_kappa-2:mean}",
     "The normals teacher is the strongest ({B:teacher_normal}), yet LIX from it reaches only "
-    "{B:unlabeled/lix_dynamic_normal}; from the late-fusion teacher ({B:teacher_late}, level with "
-    "intermediate fusion) {B:unlabeled/lix_dynamic_late}",
+    "{B:unlabeled/lix_dynamic_normal}; from the late-fusion teacher ({B:teacher_late}, "
+    "{B:teacher_late~teacher} intermediate fusion) {B:unlabeled/lix_dynamic_late}",
     "**κ = 2 {B:unlabeled/lix_balanced_kappa2}, {B:unlabeled/lix_balanced_kappa2:gap} of the gap**, "
     "κ = 1 {B:unlabeled/lix_balanced} ({B:unlabeled/lix_balanced:gap}), against CWD {B:unlabeled/cwd} "
     "({B:unlabeled/cwd:gap}); labelled-only (κ = 1) {B:labeled/lix_balanced}, "
@@ -310,7 +358,9 @@ _PROSE = (
     "({B:unlabeled/lix_balanced_kappa4_cka:mean2} vs {B:unlabeled/cwd:mean2}; seeds "
     "{B:unlabeled/lix_balanced_kappa4_cka:seeds} against {B:unlabeled/cwd:seeds})",
     "**with unlabelled frames: {B:unlabeled/lix} against CWD {B:unlabeled/cwd}**, "
-    "{B:unlabeled/lix:gap} of the gap. It is above KD ({B:unlabeled/kd:mean}), DKD "
+    "{B:unlabeled/lix:gap} of the gap. It is "
+    "{B:unlabeled/lix~unlabeled/kd,unlabeled/dkd,unlabeled/pseudo_label} KD "
+    "({B:unlabeled/kd:mean}), DKD "
     "({B:unlabeled/dkd:mean}) and pseudo-labels ({B:unlabeled/pseudo_label:mean}), and per seed "
     "{B:unlabeled/lix:seeds} against CWD's {B:unlabeled/cwd:seeds}.",
     "**labelled only (the paper's regime): {B:labeled/lix} against CWD {B:labeled/cwd}**, "
@@ -320,9 +370,12 @@ _PROSE = (
     "{B:unlabeled/cwd:iou_vegetation}, wall {B:unlabeled/lix:iou_wall} vs {B:unlabeled/cwd:iou_wall}) "
     "and keeps the thin-class lead (pole {B:unlabeled/lix:iou_pole} vs {B:unlabeled/cwd:iou_pole}, "
     "person {B:unlabeled/lix:iou_person} vs {B:unlabeled/cwd:iou_person});",
-    "ahead on pole ({B:unlabeled/lix_balanced_kappa4_cka:iou_pole} vs {B:unlabeled/cwd:iou_pole}) "
+    "{B:unlabeled/lix_balanced_kappa4_cka~unlabeled/cwd:iou_pole,iou_person|ahead} on pole "
+    "({B:unlabeled/lix_balanced_kappa4_cka:iou_pole} vs {B:unlabeled/cwd:iou_pole}) "
     "and person ({B:unlabeled/lix_balanced_kappa4_cka:iou_person} vs {B:unlabeled/cwd:iou_person}), "
-    "behind on building ({B:unlabeled/lix_balanced_kappa4_cka:iou_building} vs "
+    "{B:unlabeled/lix_balanced_kappa4_cka~unlabeled/cwd:iou_building,iou_sidewalk,iou_vegetation"
+    "|ahead} "
+    "on building ({B:unlabeled/lix_balanced_kappa4_cka:iou_building} vs "
     "{B:unlabeled/cwd:iou_building}), sidewalk ({B:unlabeled/lix_balanced_kappa4_cka:iou_sidewalk} "
     "vs {B:unlabeled/cwd:iou_sidewalk}) and vegetation "
     "({B:unlabeled/lix_balanced_kappa4_cka:iou_vegetation} vs {B:unlabeled/cwd:iou_vegetation})",
@@ -338,15 +391,17 @@ _PROSE = (
     "{C:none:iou_pole}, person {C:teacher:iou_person} vs {C:none:iou_person})",
     "**{B:labeled/lix_l2}, {B:labeled/lix_l2:gap} of the gap** (seeds {B:labeled/lix_l2:seeds}; "
     "against {B:labeled/lix:seeds} with λ_L = 1)",
-    "it reaches {B:unlabeled/none_equal_images:mean}, above KD",
+    "it reaches {B:unlabeled/none_equal_images:mean}, "
+    "{B:unlabeled/none_equal_images~unlabeled/kd} KD",
     "**{B:unlabeled/none_all_labeled}, {B:unlabeled/none_all_labeled:gap} of the gap** (seeds "
     "{B:unlabeled/none_all_labeled:seeds};",
     "the gap ({B:labeled/cwd:gap}) without any unlabelled frame, balanced LIX "
     "{B:labeled/lix_balanced:gap} (κ = 1) and {B:labeled/lix_balanced_kappa4:gap} (κ = 4, "
     "{B:labeled/lix_balanced_kappa4} against CWD's {B:labeled/cwd};",
-    "beats CWD but closes {B:labeled/lix:gap}.",
+    "(`balanced_sym`, above) is {B:labeled/lix~labeled/cwd} CWD but closes {B:labeled/lix:gap}.",
     "The CE student alone reaches **{L:none:mean}**",
-    "At this length no distillation beats CE alone: CWD {L:unlabeled/cwd:mean}, LIX (default "
+    "At this length distillation is {L:unlabeled/cwd,unlabeled/lix~none} CE alone: CWD "
+    "{L:unlabeled/cwd:mean}, LIX (default "
     "config) {L:unlabeled/lix:mean}.",
     "Every frame labelled (perfect pseudo-labels) reaches {L:unlabeled/none_all_labeled:mean}",
     "The 4 000-step teachers reach **{C:teacher}** ({L:teacher:mean} at 1 000 steps)",
@@ -355,7 +410,8 @@ _PROSE = (
     "CWD {C:unlabeled/cwd} ({C:unlabeled/cwd:gap}): LIX is ahead on each of the 3 seeds",
     "labelled images only (3 seeds): LIX {C:labeled/lix} ({C:labeled/lix:gap} of the gap), CWD "
     "{C:labeled/cwd}, KD {C:labeled/kd:mean}, DKD {C:labeled/dkd:mean}.",
-    "against CWD it is level ({C:labeled/lix:mean2} vs {C:labeled/cwd:mean2} on the mean; by seed "
+    "against CWD it is {C:labeled/lix~labeled/cwd|ahead} ({C:labeled/lix:mean2} vs "
+    "{C:labeled/cwd:mean2} on the mean; by seed "
     "{C:labeled/cwd:lead0}, {C:labeled/cwd:lead1}, {C:labeled/cwd:lead2}): in this regime",
     "with unlabelled frames it is ahead of CE on {C:none:ahead} seeds, KD on {C:unlabeled/kd:ahead}, "
     "CWD on {C:unlabeled/cwd:ahead}, pseudo-labels on {C:unlabeled/pseudo_label:ahead}, DKD on "
@@ -365,8 +421,9 @@ _PROSE = (
     "{C:labeled/dkd:ahead} and CWD on {C:labeled/cwd:ahead} ({C:labeled/cwd:lead1} on seed 1). So "
     "the \"every seed\" target fails twice ({C:unlabeled/none_all_labeled:lead2} and "
     "{C:labeled/cwd:lead1} points).",
-    "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is level with "
-    "it ({C:unlabeled/lix:mean2} vs {C:unlabeled/none_all_labeled:mean2} on the mean; by seed "
+    "The student with every frame labelled reaches {C:unlabeled/none_all_labeled}: LIX is "
+    "{C:unlabeled/lix~unlabeled/none_all_labeled} it ({C:unlabeled/lix:mean2} vs "
+    "{C:unlabeled/none_all_labeled:mean2} on the mean; by seed "
     "{C:unlabeled/none_all_labeled:lead0}, {C:unlabeled/none_all_labeled:lead1}, "
     "{C:unlabeled/none_all_labeled:lead2}); KD {C:unlabeled/kd:mean}, pseudo-labels "
     "{C:unlabeled/pseudo_label:mean}, DKD {C:unlabeled/dkd:mean} and LIX's first formulation "
@@ -390,10 +447,12 @@ def test_readme_and_docs_prose_quotes_the_results_files():
   readme = (  # The sentences under the README's headline table.
       "LIX with the default config closes {C:unlabeled/lix:gap} of the gap, ahead of KD, DKD, CWD and "
       "pseudo-labels on each of the 3 seeds (by at least {C:unlabeled/pseudo_label:lead2})",
-      "level with labelling every frame ({C:unlabeled/lix:mean2} vs "
+      "{C:unlabeled/lix~unlabeled/none_all_labeled} labelling every frame "
+      "({C:unlabeled/lix:mean2} vs "
       "{C:unlabeled/none_all_labeled:mean2}; by seed {C:unlabeled/none_all_labeled:lead0}, "
       "{C:unlabeled/none_all_labeled:lead1}, {C:unlabeled/none_all_labeled:lead2}).",
-      "level with CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean}; by seed {C:labeled/cwd:lead0}, "
+      "{C:labeled/lix~labeled/cwd} CWD ({C:labeled/lix:mean} vs {C:labeled/cwd:mean}; by seed "
+      "{C:labeled/cwd:lead0}, "
       "{C:labeled/cwd:lead1}, {C:labeled/cwd:lead2}).",
       "validation mIoU teacher {K:teacher:mean}, CE student {K:none:mean}, LIX student "
       "{K:labeled/lix:mean};")
@@ -404,8 +463,10 @@ def test_readme_and_docs_prose_quotes_the_results_files():
                           ("docs/data.md", data)):
     text = " ".join(_page(page).split())
     for template in templates:
+      quote = re.sub(r"\{([BLCDK]):([\w/.,;-]+~[\w/.,;~-]+)(?::([\w,]+))?(?:\|(\w+))?\}",
+                     lambda m: _compared(rows[m[1]], m[2], m[3] or "miou", m[4] or ""), template)
       quote = re.sub(r"\{([BLCDK]):([\w/.-]+)(?::(\w+))?\}",
-                     lambda m: benchmark.figure(TABLE, rows[m[1]], m[2], m[3] or ""), template)
+                     lambda m: benchmark.figure(TABLE, rows[m[1]], m[2], m[3] or ""), quote)
       assert " ".join(quote.split()) in text, (
           f"{page}'s prose does not quote the results (fix {page}): {quote!r}")
 

@@ -16,9 +16,9 @@ finished run in the workdir (any row, the configured seeds), so partial results 
   python -m lix_jax.main --config=configs/benchmark.py --workdir=workdirs/benchmark
   python -m lix_jax.experiments.benchmark results/benchmark.csv [chart.png]  # README table (+ chart)
 
-The table functions (`summarize`, `table_markdown`, `per_seed_markdown`, `figure`) take the `Table`
-that names and orders the rows of a results file: `Table.of(config)`, or `load_table()` for the
-committed `configs/benchmark.py`.
+The table functions (`summarize`, `table_markdown`, `per_seed_markdown`, `figure`, `compare`) take
+the `Table` that names and orders the rows of a results file: `Table.of(config)`, or `load_table()`
+for the committed `configs/benchmark.py`.
 """
 from __future__ import annotations
 
@@ -315,6 +315,26 @@ def per_seed_markdown(table: Table, rows: list[dict[str, Any]], regime: str, lix
   return "\n".join(lines) + "\n"
 
 
+def _quoted(table: Table, rows: list[dict[str, Any]], name: str) -> tuple[Row, str, list[dict]]:
+  """Row `name`, the regime prose quotes it in, and its runs there."""
+  row = table.get(name)
+  regime = "-" if row.model == "teacher" else row.regime
+  if row is table.ce and any(r["regime"] == "unlabeled" for r in rows):
+    regime = "unlabeled"  # A benchmark file lists the CE student once per regime; quote one.
+  return row, regime, [r for r in rows if _matches(row, r, regime)]
+
+
+def compare(table: Table, rows: list[dict[str, Any]], a: str, b: str, field: str = "miou") -> str:
+  """How prose compares row `a` with row `b` on `field` ("miou" or "iou_<class>"): "level with"
+  when their means over seeds differ by less than max(pooled std, 0.1 points), the pooled std
+  being sqrt((s_a² + s_b²) / 2) of the stds over seeds the tables print; else "above" / "below"."""
+  x, y = (np.array([100 * float(r[field]) for r in _quoted(table, rows, n)[2]]) for n in (a, b))
+  if not (x.size and y.size):
+    raise ValueError(f"no runs of {a if not x.size else b!r} to compare")
+  diff, level = x.mean() - y.mean(), max(math.sqrt((x.var() + y.var()) / 2), 0.1)
+  return "level with" if abs(diff) < level else "above" if diff > 0 else "below"
+
+
 def figure(table: Table, rows: list[dict[str, Any]], name: str, field: str = "") -> str:
   """How prose quotes row `name` (of `table`) of a results file, as the tables round it.
 
@@ -323,10 +343,7 @@ def figure(table: Table, rows: list[dict[str, Any]], name: str, field: str = "")
   "iou_<class>" (that class's mean test IoU, 1 decimal), "lead<seed>" (that seed's cell of
   `per_seed_markdown`: the regime's LIX minus this row, signed, 2 decimals, "−" for behind) or
   "ahead" (its "ahead on" cell: "K of N", the seeds both ran on which LIX is ahead)."""
-  row = table.get(name)
-  regime = "-" if row.model == "teacher" else row.regime
-  if row is table.ce and any(r["regime"] == "unlabeled" for r in rows):
-    regime = "unlabeled"  # A benchmark file lists the CE student once per regime; quote one.
+  row, regime, group = _quoted(table, rows, name)
   if field.startswith("lead") or field == "ahead":
     lix = _by_seed(table.get(f"{regime}/lix"), rows, regime) if row.model != "teacher" else {}
     ours = _by_seed(row, rows, regime)
@@ -337,7 +354,6 @@ def figure(table: Table, rows: list[dict[str, Any]], name: str, field: str = "")
     if field == "ahead":
       return _ahead_on(lix, ours)
     return f"{lix[seeds[0]] - ours[seeds[0]]:+.2f}".replace("-", "\u2212")
-  group = [r for r in rows if _matches(row, r, regime)]
   if field == "seeds":
     group.sort(key=lambda r: int(r["seed"]))
     return ", ".join(f"{100 * float(r['miou']):.1f}" for r in group)
