@@ -40,9 +40,9 @@ def _next_pow2(n: int, minimum: int = 16) -> int:
 # Shared memory per program: an H100 gives ~227 KiB. `_smem_estimate` counts the query tile twice
 # (load and dot-operand layout), key and value tiles once per pipeline stage and the weights once;
 # it over-counts Triton's request. On an H100, tiles estimated at up to 213 KiB compiled and every
-# one estimated at 270 KiB or more was refused (results/gpu/session5/kr_*.txt). Other GPUs give
-# less (an A100 ~163 KiB, most others ~99 KiB) and were never measured here: they get the budget
-# scaled down by the same margin from their own limit.
+# one estimated at 270 KiB or more was refused (results/gpu/kr_bench_h100_2026-11_*.txt). Other
+# GPUs give less (an A100 ~163 KiB, most others ~99 KiB) and were never measured here: they get the
+# budget scaled down by the same margin from their own limit.
 HOPPER_SMEM_BUDGET_BYTES = 216 * 1024
 _SMEM_LIMITS_KIB = {"H100": 227, "H200": 227, "GH200": 227, "A100": 163, "A800": 163}
 _DEFAULT_SMEM_LIMIT_KIB = 99
