@@ -2,7 +2,7 @@
 
 `kernels.kernel_regression` streams key blocks through XLA: each block's `[bq, bk]` distance and
 weight matrices go to device memory between the two matmuls, and at KITTI-scale crops that
-traffic is most of ARFD's cost (README, "Distillation step on an H100"). This kernel keeps them on
+traffic is most of ARFD's cost (docs/performance.md, "DWLD + ARFD"). This kernel keeps them on
 chip, flash-attention style: one program per (image, query block) loops over key blocks, computes
 distances, Laplace weights and the weighted value sum in registers/SRAM, and writes only the
 `[bq, C]` numerator and `[bq]` denominator.
@@ -15,7 +15,7 @@ inputs are stop-gradient here too; for a differentiable regression use `kernels.
 Selected by `distill.kr_impl = "pallas"`, or by "auto" (the default) for large taps on GPUs
 (`losses.feature.resolve_kr_impl`). On GPUs it is lowered through Triton, on TPUs through Mosaic
 (lowering checked, never run on a TPU by this project), on CPU it runs in Pallas interpret mode
-(correct, slow: for tests). Timed on an H100 in README, "Distillation step on an H100".
+(correct, slow: for tests). Timed on an H100 in docs/performance.md, "DWLD + ARFD".
 """
 from __future__ import annotations
 
