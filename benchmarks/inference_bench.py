@@ -18,7 +18,7 @@ Random weights (timing does not depend on them).
 Usage (from the repository root):
   python benchmarks/inference_bench.py                     # cpu size
   python benchmarks/inference_bench.py --size kitti --rounds 3 --warmup 0   # slow on 2 CPU cores
-  python benchmarks/inference_bench.py --out results/cpu/inference_bench_session8.txt
+  python benchmarks/inference_bench.py --out results/cpu/inference_bench_cpu2_$(date -u +%Y-%m).txt
 """
 from __future__ import annotations
 

@@ -39,17 +39,17 @@ from this machine's disk, about 5.5 GB):
   .venv/bin/pip freeze > /tmp/pins.txt                  # the project venv's exact versions
   /work/torch_venv/bin/pip install -r /tmp/pins.txt     # (jax 0.10.2, flax 0.12.8, ...)
 
-Usage (from the repository root):
-  /work/torch_venv/bin/python benchmarks/peer_torch_step.py \
-      --out results/cpu/peer_torch_step_session8.txt
+Usage (from the repository root; on an idle machine: load makes torch's threads collapse; the log
+is named by what, where and when, as under results/cpu/):
+  LOG=results/cpu/peer_torch_step_cpu2_$(date -u +%Y-%m).txt
+  /work/torch_venv/bin/python benchmarks/peer_torch_step.py --rounds 8 --out $LOG
   /work/torch_venv/bin/python benchmarks/peer_torch_step.py --rounds 3 --no_compile   # quick
   # a cold torch.compile, and torch eager at 1 thread too (a diagnostic for loaded machines):
   TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) /work/torch_venv/bin/python \
-      benchmarks/peer_torch_step.py --one_thread --out results/cpu/peer_torch_step_session8.txt \
-      --append
+      benchmarks/peer_torch_step.py --one_thread --out $LOG --append
   # one core each (taskset confines the whole process, XLA's thread pool included):
   taskset -c 1 /work/torch_venv/bin/python benchmarks/peer_torch_step.py --threads 1 \
-      --out results/cpu/peer_torch_step_session8.txt --append
+      --out $LOG --append
 """
 from __future__ import annotations
 

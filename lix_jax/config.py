@@ -227,7 +227,8 @@ def real_config(name: str, *, crop_hw: tuple[int, int], num_steps: int,
   c.pipeline.methods = ("none", "kd", "dkd", "cwd", "lix")
   c.distill.unlabeled_split = ""  # The paper's regime: labelled images only.
   # Accelerators: a few large kernel-regression blocks, not hundreds of sequential cache-sized
-  # ones (H100, 256x768, B 16 + 16: ARFD 21.3 -> 11.1 ms; results/gpu/). Memory stays linear.
+  # ones (H100, 256x768, B 16 + 16: ARFD 18.9 -> 9.6 ms;
+  # results/gpu/step_bench_h100_2026-11_kitti_xla.txt). Memory stays linear.
   c.distill.kr_block_size = 4096
   return c
 

@@ -2,7 +2,7 @@
 
 `kernels.kernel_regression` streams key blocks through XLA: each block's `[bq, bk]` distance and
 weight matrices go to device memory between the two matmuls, and at KITTI-scale crops that
-traffic is most of ARFD's cost (README, "Distillation step on an H100"). This kernel keeps them on
+traffic is most of ARFD's cost (docs/performance.md, "DWLD + ARFD"). This kernel keeps them on
 chip, flash-attention style: one program per (image, query block) loops over key blocks, computes
 distances, Laplace weights and the weighted value sum in registers/SRAM, and writes only the
 `[bq, C]` numerator and `[bq]` denominator.
@@ -15,7 +15,7 @@ inputs are stop-gradient here too; for a differentiable regression use `kernels.
 Selected by `distill.kr_impl = "pallas"`, or by "auto" (the default) for large taps on GPUs
 (`losses.feature.resolve_kr_impl`). On GPUs it is lowered through Triton, on TPUs through Mosaic
 (lowering checked, never run on a TPU by this project), on CPU it runs in Pallas interpret mode
-(correct, slow: for tests). Timed on an H100 in README, "Distillation step on an H100".
+(correct, slow: for tests). Timed on an H100 in docs/performance.md, "DWLD + ARFD".
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def _next_pow2(n: int, minimum: int = 16) -> int:
 # Shared memory per program: an H100 gives ~227 KiB. `_smem_estimate` counts the query tile twice
 # (load and dot-operand layout), key and value tiles once per pipeline stage and the weights once;
 # it over-counts Triton's request. On an H100, tiles estimated at up to 213 KiB compiled and every
-# one estimated at 270 KiB or more was refused (results/gpu/session5/kr_*.txt). Other GPUs give
-# less (an A100 ~163 KiB, most others ~99 KiB) and were never measured here: they get the budget
-# scaled down by the same margin from their own limit.
+# one estimated at 270 KiB or more was refused (results/gpu/kr_bench_h100_2026-11_*.txt). Other
+# GPUs give less (an A100 ~163 KiB, most others ~99 KiB) and were never measured here: they get the
+# budget scaled down by the same margin from their own limit.
 HOPPER_SMEM_BUDGET_BYTES = 216 * 1024
 _SMEM_LIMITS_KIB = {"H100": 227, "H200": 227, "GH200": 227, "A100": 163, "A800": 163}
 _DEFAULT_SMEM_LIMIT_KIB = 99

@@ -264,7 +264,8 @@ def _to_iter(ds: grain.MapDataset, num_threads: int, prefetch: int, thread_prefe
                                                prefetch_buffer_size=max(prefetch, num_threads)))
   if num_workers > 0:
     # Worker processes each run the whole chain (decode, augment, batch) on a share of the
-    # batches: in-process threads are held by the GIL, which starves a GPU (README "Speed").
+    # batches: in-process threads are held by the GIL, which starves a GPU (docs/performance.md,
+    # "Data pipeline").
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   if thread_prefetch > 0:
     it_ds = grain.experimental.ThreadPrefetchIterDataset(

@@ -65,7 +65,7 @@ def resize_mask(valid_mask: Array | None, shape: tuple[int, int, int]) -> Array:
   return valid_mask.astype(bool)[:, rows][:, :, cols]
 
 
-# The fused kernel's break-even on an H100 (README, "Distillation step on an H100"): it halves ARFD
+# The fused kernel's break-even on an H100 (docs/performance.md, "DWLD + ARFD"): it halves ARFD
 # at the decoder tap (12 288 queries x 3 072 keys per image) and is slower than XLA at stage 3
 # (768 x 192), where its launch and tile padding dominate.
 PALLAS_MIN_PAIRS = 1 << 20
