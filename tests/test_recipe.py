@@ -126,11 +126,20 @@ def test_recipe_off_is_the_plain_stream_bitwise():
   for a, b in zip(plain, zero):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-  rng = np.random.default_rng(0)
+  # Strength 0: the crop's normalised pixels, bit for bit, and no draw from the example's rng.
+  ex = src[1]
+  for seed in range(3):
+    out = pipeline.process_example(ex, np.random.default_rng(seed), photometric=0.0, **KW)
+    rng = np.random.default_rng(seed)
+    img, *_, inside = pipeline.augment(ex["image"], pipeline.compute_x(ex, "depth"), ex["label"],
+                                       rng, crop_hw=CROP, scale_range=KW["scale_range"])
+    want = (img - np.float32(MEAN)) * (1 / np.float32(STD))
+    np.testing.assert_array_equal(out["image"], want * inside[..., None])
   state = rng.bit_generator.state
-  img = np.ones((2, 2, 3), np.float32)
-  assert recipe.color_jitter(img, np.ones((2, 2), bool), rng, 0.0) is img
-  assert rng.bit_generator.state == state  # strength 0 draws nothing
+  assert recipe.color_jitter(img, inside, rng, 0.0) is img
+  assert rng.bit_generator.state == state
+  views = pipeline.grain.MapDataset.source(src)
+  assert recipe.cutmix_dataset(views, global_batch=4, prob=0.0, seed=0) is views
 
 
 def test_two_hosts_equal_one_host_and_resume_is_exact_with_the_recipe_on():
