@@ -256,3 +256,27 @@ def test_distill_step_on_recipe_batches_8_devices_equals_1_device():
   np.testing.assert_allclose(out[8][0], out[1][0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(out[8][1]), jax.tree.leaves(out[1][1])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_recipe_sweep_covers_the_grid_cheap_entries_first():
+  import itertools  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  from lix_jax.experiments import sweep  # noqa: PLC0415
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps", "recipe_seed0.py")
+  entries = sweep.load_sweep(path)
+  base = config_lib.base_config()
+  seen = set()
+  for e in entries:
+    c = config_lib.with_overrides(base, e)  # every override is a config key
+    method = c.distill.method if c.mode == "distill" else "ce"
+    regime = "unlabeled" if c.mode == "distill" and c.distill.unlabeled_split else "labeled"
+    frames = c.distill.unlabeled_batch_size if regime == "unlabeled" else 0
+    seen.add((method, regime, c.data.photometric, c.data.cutmix_prob, c.train.num_steps, frames))
+  recipes = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
+  want = {(m, "labeled", *r, s, 0) for m, r, s in itertools.product(
+      ("lix", "cwd", "kd", "ce"), recipes, (2000, 4000, 8000))}
+  want |= {(m, "unlabeled", *r, s, f) for m, r, s, f in itertools.product(
+      ("lix", "cwd", "kd"), recipes, (2000, 4000, 8000), (16, 32))}
+  assert seen == want and len(entries) == len(want)
+  assert [e["train.num_steps"] for e in entries] == sorted(e["train.num_steps"] for e in entries)
