@@ -46,9 +46,10 @@ permutation each epoch); augmentation is drawn per global index, then host `i` o
 elements `i::n`. Since all hosts take the same number of steps, the union of the hosts' local
 batches at step t is exactly the global batch t of a single host with batch n·B (rows grouped by
 host), and each epoch is covered exactly once by the union of hosts — no truncation is needed for
-an infinite stream. CutMix (`cutmix_prob`, `recipe.cutmix_dataset`) pastes from another element of
-the same global batch, also per global index, before the shard. Eval: the example list is padded to a multiple of n·B with `valid=False` rows
-(label 255) so every host has the same number of full batches and each example appears once.
+an infinite stream. CutMix (`cutmix_prob`, `recipe.host_batches`) pastes from another element of
+the same global batch, also per global index. Eval: the example list is padded to a multiple of
+n·B with `valid=False` rows (label 255) so every host has the same number of full batches and each
+example appears once.
 """
 from __future__ import annotations
 
@@ -330,8 +331,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
       ex, rng, x_modality=x_modality, crop_hw=crop_hw, scale_range=scale_range,
       flip_prob=0.5 if flip else 0.0, mean=mean, std=std, labeled=labeled,
       num_classes=num_classes, split=split, photometric=photometric))
-  ds = recipe.cutmix_dataset(ds, global_batch=count * batch_size, prob=cutmix_prob, seed=seed)
-  ds = ds[index::count].batch(batch_size, drop_remainder=True)
+  ds = recipe.host_batches(ds, shard_index=index, shard_count=count, batch_size=batch_size,
+                           prob=cutmix_prob, seed=seed)
   return _to_iter(ds, num_threads, prefetch, thread_prefetch, num_workers)
 
 

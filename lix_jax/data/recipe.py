@@ -28,15 +28,17 @@ labelled and the unlabelled stream alike (never for evaluation):
 
 Where it runs, and why there. Both transforms run in the host pipeline, drawn per *global* index
 from generators seeded by (seed, global index): the jitter inside `process_example` with the
-crop's generator, the paste in `cutmix_dataset`, a grain map over the global index space placed
-before the per-host shard, which reads the partner by random access and re-creates its view (its
-crop is a function of its global index). So the union of the hosts' batches is the one-host batch
+crop's generator, the paste in `host_batches`: on one host a map over whole global batches, which
+hold every partner's view already; on several, a grain map over the global index space before the
+per-host shard (`cutmix_dataset`), which reads the partner by random access and re-creates its
+view (its crop is a function of its global index). So the union of the hosts' batches is the one-host batch
 whatever the split over hosts and devices, resume restores the grain position and nothing else,
 the teacher and the student receive the very same arrays (`distill_step` feeds one batch to both),
 the step functions and their rng are untouched, and both the shard_map and the pmap backends see
 the same global batch. The alternative, a jitted paste on the global sharded batch before the
 per-shard step (a collective permute), would need its own rng stream in the step and a second
-path for pmap; it saves only the partner's re-read, which costs p × (read + augment) per element.
+path for pmap; it would save only the partner's re-read on several hosts, p × (read + augment) per
+element there (none on one host).
 """
 from __future__ import annotations
 
@@ -147,6 +149,18 @@ def _cutmix_element(index: int, *, views, global_batch: int, prob: float, seed: 
   return paste(element, views[partner_index(index, global_batch)], box)
 
 
+def _cutmix_batch(step: int, *, batches, prob: float, seed: int):
+  """Global batch `step` with every row pasted from its partner row's view (before its paste)."""
+  views = batches[step]
+  size = len(views["label"])
+  rows = [{k: v[r] for k, v in views.items()} for r in range(size)]
+  out = []
+  for r, row in enumerate(rows):
+    box = cutmix_box(step * size + r, seed=seed, prob=prob, hw=row["label"].shape[:2])
+    out.append(row if box is None else paste(row, rows[partner_index(r, size)], box))
+  return {k: np.stack([row[k] for row in out]) for k in views}
+
+
 def cutmix_dataset(views: grain.MapDataset, *, global_batch: int, prob: float, seed: int
                    ) -> grain.MapDataset:
   """`views` (per-global-index training elements) with CutMix at `prob`, as a MapDataset over the
@@ -155,3 +169,17 @@ def cutmix_dataset(views: grain.MapDataset, *, global_batch: int, prob: float, s
     return views
   return grain.MapDataset.range(len(views)).map(functools.partial(
       _cutmix_element, views=views, global_batch=global_batch, prob=prob, seed=seed))
+
+
+def host_batches(views: grain.MapDataset, *, shard_index: int, shard_count: int, batch_size: int,
+                 prob: float, seed: int) -> grain.MapDataset:
+  """This host's batches of `batch_size` (rows `shard_index::shard_count` of each global batch)
+  with CutMix at `prob`. One host holds each partner's view already: the global batch is pasted
+  as a whole (no extra read). Several hosts: each pasted element reads its partner by random
+  access (`cutmix_dataset`). Both give the same arrays (tests/test_recipe.py)."""
+  if prob > 0 and shard_count == 1:
+    batches = views.batch(batch_size, drop_remainder=True)
+    return grain.MapDataset.range(len(batches)).map(functools.partial(
+        _cutmix_batch, batches=batches, prob=prob, seed=seed))
+  views = cutmix_dataset(views, global_batch=shard_count * batch_size, prob=prob, seed=seed)
+  return views[shard_index::shard_count].batch(batch_size, drop_remainder=True)
