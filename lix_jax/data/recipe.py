@@ -124,20 +124,23 @@ def cutmix_box(index: int, *, seed: int, prob: float, hw: tuple[int, int]
   return int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw
 
 
+def _copy_box(dst: np.ndarray, src: np.ndarray, box: tuple[int, int, int, int]) -> None:
+  y0, x0, bh, bw = box
+  dst[y0:y0 + bh, x0:x0 + bw] = src[y0:y0 + bh, x0:x0 + bw]
+
+
 def paste(element: Mapping[str, np.ndarray], partner: Mapping[str, np.ndarray],
           box: tuple[int, int, int, int]) -> dict[str, Any]:
   """`element` with `partner`'s pixels in `box` = (y0, x0, h, w), for every array of `PASTED` it
   has (image, X, label and valid mask move together); other keys are `element`'s."""
-  y0, x0, bh, bw = box
   out = dict(element)
   for key in PASTED:
     if key in element:
       if partner[key].shape != element[key].shape:
         raise ValueError(f"cutmix: partner {key!r} has shape {partner[key].shape}, the element "
                          f"{element[key].shape}")
-      arr = np.array(element[key], copy=True)
-      arr[y0:y0 + bh, x0:x0 + bw] = partner[key][y0:y0 + bh, x0:x0 + bw]
-      out[key] = arr
+      out[key] = np.array(element[key], copy=True)
+      _copy_box(out[key], partner[key], box)
   return out
 
 
@@ -152,13 +155,15 @@ def _cutmix_element(index: int, *, views, global_batch: int, prob: float, seed: 
 def _cutmix_batch(step: int, *, batches, prob: float, seed: int):
   """Global batch `step` with every row pasted from its partner row's view (before its paste)."""
   views = batches[step]
-  size = len(views["label"])
-  rows = [{k: v[r] for k, v in views.items()} for r in range(size)]
-  out = []
-  for r, row in enumerate(rows):
-    box = cutmix_box(step * size + r, seed=seed, prob=prob, hw=row["label"].shape[:2])
-    out.append(row if box is None else paste(row, rows[partner_index(r, size)], box))
-  return {k: np.stack([row[k] for row in out]) for k in views}
+  size, hw = views["label"].shape[0], views["label"].shape[1:3]
+  out = {k: np.array(v, copy=True) if k in PASTED else v for k, v in views.items()}
+  for r in range(size):
+    box = cutmix_box(step * size + r, seed=seed, prob=prob, hw=hw)
+    if box is not None:
+      for key in PASTED:
+        if key in views:
+          _copy_box(out[key][r], views[key][partner_index(r, size)], box)
+  return out
 
 
 def cutmix_dataset(views: grain.MapDataset, *, global_batch: int, prob: float, seed: int
