@@ -257,8 +257,8 @@ OBSERVE_KEYS = frozenset({
 })
 
 
-# Keys a teacher run never reads (`inputs.make_train_iters`): a teacher is trained as before whatever
-# the students' data recipe, so a teacher run is re-used across recipes.
+# Keys a teacher run never reads (`inputs.make_train_iters`): a teacher is trained as before
+# whatever the students' data recipe, so a teacher run is re-used across recipes.
 TEACHER_IGNORES = frozenset({"data.photometric", "data.cutmix_prob"})
 
 

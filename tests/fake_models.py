@@ -1,5 +1,6 @@
 """Shared set-up of the fake-model distillation tests (test_distill_arithmetic, test_padding,
-test_recipe): 1x1-conv networks with a half-resolution `stage3` tap and a full-resolution `decoder`."""
+test_recipe): 1x1-conv networks with a half-resolution `stage3` tap and a full-resolution
+`decoder`."""
 from __future__ import annotations
 
 import flax.linen as nn

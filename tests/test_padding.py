@@ -172,7 +172,8 @@ def _batch():
 
 @functools.lru_cache(maxsize=None)
 def _setup():
-  return fake_models.distill_setup(fake_models.FakeStudent(K), fake_models.FakeTeacher(K), hw=(H, W), taps=TAPS,
+  return fake_models.distill_setup(fake_models.FakeStudent(K), fake_models.FakeTeacher(K),
+                                   hw=(H, W), taps=TAPS,
                                    learning_rate=0.1)
 
 

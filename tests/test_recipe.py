@@ -1,4 +1,4 @@
-"""The patient and consistent teacher's data recipe (issue 33 §1, DESIGN §5, lix_jax/data/recipe.py).
+"""The patient and consistent teacher's data recipe (issue 33 §1, DESIGN §5, data/recipe.py).
 
 CutMix against a NumPy reference of the paste (box, partner, every array moved together); the
 colour jitter against a NumPy reference, touching RGB only; 0 = off is the recipe-off stream
@@ -173,7 +173,11 @@ def test_evaluation_and_teacher_training_never_see_the_recipe(tmp_path):
   seen, k = {}, len(inputs.class_names(off))
   for name, config in (("off", off), ("on", on)):
     batches = seen[name] = []
-    eval_fn = lambda v, batch: batches.append(jax.tree.map(np.asarray, batch)) or jnp.zeros((k, k))  # noqa: E731,B023
+
+    def eval_fn(variables, batch, batches=batches):
+      batches.append(jax.tree.map(np.asarray, batch))
+      return jnp.zeros((k, k))
+
     loop.evaluate(config, dp, eval_fn, None, "validation")
     for role in ("teacher", "student", "distill"):
       iters = inputs.make_train_iters(config, role)

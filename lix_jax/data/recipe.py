@@ -10,7 +10,7 @@ labelled and the unlabelled stream alike (never for evaluation):
     contrast    img <- c · img + (1 − c) · m                  c ~ U(1 − 0.8 s, 1 + 0.8 s),
                 m = mean grey level over the crop's real pixels (padding excluded)
     saturation  img <- a · img + (1 − a) · grey(img)          a ~ U(1 − 0.8 s, 1 + 0.8 s)
-    hue         rotation of the YIQ chroma plane (I, Q) by 2π·h, Y kept    h ~ U(−0.2 s, 0.2 s) turns
+    hue         rotate YIQ's chroma plane (I, Q) by 2π·h, Y kept     h ~ U(−0.2 s, 0.2 s) turns
   with grey = 0.299 R + 0.587 G + 0.114 B (ITU-R 601, as torchvision). s = 1 is SimCLR's
   ColorJitter(0.8, 0.8, 0.8, 0.2); s = 0.5 the classic ColorJitter(0.4, 0.4, 0.4, 0.1). The four
   draws come from the example's own generator after the crop's draws (`jitter_params`). X, the
@@ -28,17 +28,18 @@ labelled and the unlabelled stream alike (never for evaluation):
 
 Where it runs, and why there. Both transforms run in the host pipeline, drawn per *global* index
 from generators seeded by (seed, global index): the jitter inside `process_example` with the
-crop's generator, the paste in `host_batches`: on one host a map over whole global batches, which
+crop's generator, the paste in `host_batches` — on one host a map over whole global batches, which
 hold every partner's view already; on several, a grain map over the global index space before the
 per-host shard (`cutmix_dataset`), which reads the partner by random access and re-creates its
-view (its crop is a function of its global index). So the union of the hosts' batches is the one-host batch
-whatever the split over hosts and devices, resume restores the grain position and nothing else,
-the teacher and the student receive the very same arrays (`distill_step` feeds one batch to both),
-the step functions and their rng are untouched, and both the shard_map and the pmap backends see
-the same global batch. The alternative, a jitted paste on the global sharded batch before the
-per-shard step (a collective permute), would need its own rng stream in the step and a second
-path for pmap; it would save only the partner's re-read on several hosts, p × (read + augment) per
-element there (none on one host).
+view (its crop is a function of its global index). So the union of the hosts' batches is the
+one-host batch whatever the split over hosts and devices, resume restores the grain position and
+nothing else, the teacher and the student receive the very same arrays (`distill_step` feeds one
+batch to both), the step functions and their rng are untouched, and the shard_map and pmap
+backends see the same global batch. The alternative, a jitted paste on the global sharded batch
+before the per-shard step (a collective permute), would need its own rng stream in the step and a
+second path for pmap; it would save only the partner's re-read on several hosts, p × (read +
+augment) per element there (none on one host). The trainer gives the recipe to student runs only
+(`train/inputs.make_train_iters`): a teacher trains as before (DESIGN §5).
 """
 from __future__ import annotations
 
