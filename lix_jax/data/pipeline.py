@@ -14,7 +14,6 @@ Per example, in this order (`process_example`):
      not travel in the batch, so no cx needs mirroring. Coordinates use half-pixel centres
      (align_corners=False) for every array, so the image (bilinear), X (bilinear) and label
      (nearest) stay aligned.
-     With `photometric` s > 0, the crop's RGB is then colour-jittered (`recipe`, DESIGN §5).
      X is resized by normalised convolution: X·m and the validity mask m = (depth > 0) & (X != 0)
      are resized bilinearly and divided, so a missing pixel (0) never blends into its neighbours
      as a fake small depth; an output pixel is valid iff the resized mask is >= 0.5 (nearest-like
@@ -46,10 +45,10 @@ permutation each epoch); augmentation is drawn per global index, then host `i` o
 elements `i::n`. Since all hosts take the same number of steps, the union of the hosts' local
 batches at step t is exactly the global batch t of a single host with batch n·B (rows grouped by
 host), and each epoch is covered exactly once by the union of hosts — no truncation is needed for
-an infinite stream. CutMix (`cutmix_prob`, `recipe.host_batches`) pastes from another element of
-the same global batch, also per global index. Eval: the example list is padded to a multiple of
-n·B with `valid=False` rows (label 255) so every host has the same number of full batches and each
-example appears once.
+an infinite stream. DESIGN §5's recipe (`lix_jax.data.recipe`: a colour jitter after the crop,
+CutMix across the global batch) is drawn per global index too. Eval: the example list is padded
+to a multiple of n·B with `valid=False` rows (label 255) so every host has the same number of full
+batches and each example appears once.
 """
 from __future__ import annotations
 
@@ -197,8 +196,7 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
   `labeled=False` the source's `label` field is never read and the label is all 255. With `rng`
   the element has `valid` bool [h, w]: False exactly on the padding of the crop (label 255 there).
   `num_classes` (K): a label id outside [0, K) that is not 255 is a ValueError naming the example's
-  `id` and `split` (None: not checked). `photometric`: the colour jitter's strength after the
-  crop (`recipe.color_jitter`; 0 = off, draws nothing; never without `rng`).
+  `id` and `split` (None: not checked). `photometric`: `recipe.color_jitter` after the crop.
   """
   image = np.asarray(example["image"])
   if image.ndim != 3 or image.shape[-1] != 3:
