@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.flip = True
   c.data.num_threads = 2
   c.data.num_workers = 0  # > 0: grain worker processes (mp_prefetch); use on GPU/TPU hosts.
+  # DESIGN §5's patient and consistent teacher (lix_jax/data/recipe.py), for students and every
+  # method alike, labelled and unlabelled frames; teachers train without it (`TEACHER_IGNORES`).
+  c.data.photometric = 0.0  # Colour-jitter strength on RGB in [0, 1]; 0 = off.
+  c.data.cutmix_prob = 0.0  # Probability of a box pasted from another image of the batch; 0 = off.
   c.data.eval_split = "validation"
   c.data.test_split = "test"
 
@@ -254,6 +258,11 @@ OBSERVE_KEYS = frozenset({
 })
 
 
+# Keys a teacher run never reads (`inputs.make_train_iters`): a teacher is trained as before
+# whatever the students' data recipe, so a teacher run is re-used across recipes.
+TEACHER_IGNORES = frozenset({"data.photometric", "data.cutmix_prob"})
+
+
 class ConfigMismatchError(ValueError):
   """A workdir holds a run of another config (main turns it into one line and exit status 2)."""
 
@@ -279,7 +288,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _shapes_run(key: str, role: str) -> bool:
   section = key.split(".", 1)[0]
-  if key in OBSERVE_KEYS:
+  if key in OBSERVE_KEYS or (role == "teacher" and key in TEACHER_IGNORES):
     return False
   return key == "seed" or section in ROLE_SECTIONS[role]
 

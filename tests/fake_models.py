@@ -1,6 +1,9 @@
-"""Shared set-up of the fake-model distillation tests (test_distill_arithmetic, test_padding)."""
+"""Shared set-up of the fake-model distillation tests (test_distill_arithmetic, test_padding,
+test_recipe): 1x1-conv networks with a half-resolution `stage3` tap and a full-resolution
+`decoder`."""
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,3 +28,37 @@ def distill_setup(student, teacher, *, hw: tuple[int, int], taps, learning_rate:
                                       batch_stats=s_vars["batch_stats"], tx=tx,
                                       rng=jax.random.key(4))
   return student, teacher, adapters, t_vars, state
+
+
+def _pool2(x):
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean((2, 4))
+
+
+class FakeStudent(nn.Module):
+  """`(image, train) -> (logits [B, H, W, num_classes], taps)`; counts its training calls."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, image, train: bool = False):
+    count = self.variable("batch_stats", "count", lambda: jnp.zeros((), jnp.int32))
+    if train and not self.is_initializing():
+      count.value += 1
+    feat = jnp.tanh(nn.Conv(4, (1, 1), name="embed")(image))
+    stage3 = nn.Conv(6, (1, 1), name="stage3")(_pool2(feat))
+    return nn.Conv(self.num_classes, (1, 1), name="classifier")(feat), {"stage3": stage3,
+                                                                         "decoder": feat}
+
+
+class FakeTeacher(nn.Module):
+  """`(image, x, train) -> (logits, taps)` from 1x1 convs of concat(image, x)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, image, x, train: bool = False):
+    del train
+    z = jnp.concatenate([image, x], -1)
+    dec = jnp.tanh(nn.Conv(6, (1, 1), name="decoder")(z))
+    stage3 = nn.Conv(5, (1, 1), name="stage3")(_pool2(dec))
+    return 3.0 * nn.Conv(self.num_classes, (1, 1), name="classifier")(z), {"stage3": stage3,
+                                                                            "decoder": dec}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import types
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -145,34 +144,6 @@ METHODS = {"none": {}, "kd": {}, "dkd": {}, "dwld": {"controller": "dynamic"}, "
            "cwd": {}, "fitnet": {}, "at": {}, "arfd": {}, "pseudo_label": {}}
 
 
-def _pool2(x):
-  b, h, w, c = x.shape
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean((2, 4))
-
-
-class FakeStudent(nn.Module):
-
-  @nn.compact
-  def __call__(self, image, train: bool = False):
-    count = self.variable("batch_stats", "count", lambda: jnp.zeros((), jnp.int32))
-    if train and not self.is_initializing():
-      count.value += 1
-    feat = jnp.tanh(nn.Conv(4, (1, 1), name="embed")(image))
-    stage3 = nn.Conv(6, (1, 1), name="stage3")(_pool2(feat))
-    return nn.Conv(K, (1, 1), name="classifier")(feat), {"stage3": stage3, "decoder": feat}
-
-
-class FakeTeacher(nn.Module):
-
-  @nn.compact
-  def __call__(self, image, x, train: bool = False):
-    del train
-    z = jnp.concatenate([image, x], -1)
-    dec = jnp.tanh(nn.Conv(6, (1, 1), name="decoder")(z))
-    stage3 = nn.Conv(5, (1, 1), name="stage3")(_pool2(dec))
-    return 3.0 * nn.Conv(K, (1, 1), name="classifier")(z), {"stage3": stage3, "decoder": dec}
-
-
 def _masks(boxes):
   valid = np.zeros((len(boxes), H, W), bool)
   for b, (r0, r1, c0, c1) in enumerate(boxes):
@@ -201,7 +172,8 @@ def _batch():
 
 @functools.lru_cache(maxsize=None)
 def _setup():
-  return fake_models.distill_setup(FakeStudent(), FakeTeacher(), hw=(H, W), taps=TAPS,
+  return fake_models.distill_setup(fake_models.FakeStudent(K), fake_models.FakeTeacher(K),
+                                   hw=(H, W), taps=TAPS,
                                    learning_rate=0.1)
 
 
@@ -378,7 +350,7 @@ def test_8_devices_with_unequal_valid_counts_equal_1_device(method):
 
 
 def test_supervised_step_and_distill_losses_mask_padding():
-  student = FakeStudent()
+  student = fake_models.FakeStudent(K)
   batch = {k: v for k, v in _batch().items() if k in ("image", "x", "label", "valid")}
   s_vars = student.init(jax.random.key(2), jnp.zeros((1, H, W, 3)))
   tx = state_lib.make_optimizer(ml_collections.ConfigDict(dict(

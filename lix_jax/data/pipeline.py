@@ -45,8 +45,10 @@ permutation each epoch); augmentation is drawn per global index, then host `i` o
 elements `i::n`. Since all hosts take the same number of steps, the union of the hosts' local
 batches at step t is exactly the global batch t of a single host with batch n·B (rows grouped by
 host), and each epoch is covered exactly once by the union of hosts — no truncation is needed for
-an infinite stream. Eval: the example list is padded to a multiple of n·B with `valid=False` rows
-(label 255) so every host has the same number of full batches and each example appears once.
+an infinite stream. DESIGN §5's recipe (`lix_jax.data.recipe`: a colour jitter after the crop,
+CutMix across the global batch) is drawn per global index too. Eval: the example list is padded
+to a multiple of n·B with `valid=False` rows (label 255) so every host has the same number of full
+batches and each example appears once.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ import jax
 import numpy as np
 
 from lix_jax import IGNORE_INDEX  # noqa: F401  (re-exported; defined once in lix_jax/__init__.py)
-from lix_jax.data import geometry
+from lix_jax.data import geometry, recipe
 
 # ImageNet mean / std in 0..255 units (RGB), the usual default for pretrained-style backbones.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -185,7 +187,8 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
                     scale_range: tuple[float, float] = (0.75, 1.5), flip_prob: float = 0.5,
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     labeled: bool = True, pad_hw: tuple[int, int] | None = None,
-                    num_classes: int | None = None, split: str | None = None) -> dict:
+                    num_classes: int | None = None, split: str | None = None,
+                    photometric: float = 0.0) -> dict:
   """One source example -> a normalised training / eval element (no batch axis).
 
   With `rng` None there is no augmentation (eval); `pad_hw` then pads bottom/right to a fixed size
@@ -193,7 +196,7 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
   `labeled=False` the source's `label` field is never read and the label is all 255. With `rng`
   the element has `valid` bool [h, w]: False exactly on the padding of the crop (label 255 there).
   `num_classes` (K): a label id outside [0, K) that is not 255 is a ValueError naming the example's
-  `id` and `split` (None: not checked).
+  `id` and `split` (None: not checked). `photometric`: `recipe.color_jitter` after the crop.
   """
   image = np.asarray(example["image"])
   if image.ndim != 3 or image.shape[-1] != 3:
@@ -212,6 +215,7 @@ def process_example(example: Mapping[str, Any], rng: np.random.Generator | None,
     img, x, x_valid, label, inside = augment(image, x, label, rng, crop_hw=crop_hw,
                                              scale_range=scale_range, flip_prob=flip_prob,
                                              x_modality=x_modality)
+    img = recipe.color_jitter(img, inside, rng, photometric)
   else:
     img, label, inside = image.astype(np.float32), label.astype(np.int32), None
     x_valid = (x != 0).any(-1)
@@ -281,7 +285,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
                   shard_index: int | None = None, shard_count: int | None = None,
                   num_threads: int = 2, prefetch: int = 4, thread_prefetch: int = 0,
                   num_workers: int = 0, num_classes: int | None = None,
-                  split: str | None = None) -> grain.IterDataset:
+                  split: str | None = None, photometric: float = 0.0,
+                  cutmix_prob: float = 0.0) -> grain.IterDataset:
   """The training stream of this host: shuffled, augmented, normalised, batched.
 
   Args:
@@ -302,6 +307,7 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
     num_classes: K for the train-id check of labelled examples (`process_example`); None = the
       tfds source's `class_names` metadata, unchecked if it has none.
     split: the split's name for error messages; None = the tfds source's `split`.
+    photometric, cutmix_prob: the distillation recipe (`lix_jax.data.recipe`; 0 = off).
 
   Returns:
     A grain IterDataset of dicts {image [B,h,w,3] f32, x [B,h,w,Cx] f32, label [B,h,w] i32,
@@ -309,6 +315,7 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
     get_state()/set_state().
   """
   _check_modality(x_modality)
+  recipe.check_recipe(photometric, cutmix_prob)
   index, count = _host(shard_index, shard_count)
   num_classes, split = _source_meta(source, num_classes, split)
   if batch_size < 1:
@@ -322,8 +329,9 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed:
   ds = ds.random_map(lambda ex, rng: process_example(
       ex, rng, x_modality=x_modality, crop_hw=crop_hw, scale_range=scale_range,
       flip_prob=0.5 if flip else 0.0, mean=mean, std=std, labeled=labeled,
-      num_classes=num_classes, split=split))
-  ds = ds[index::count].batch(batch_size, drop_remainder=True)
+      num_classes=num_classes, split=split, photometric=photometric))
+  ds = recipe.host_batches(ds, shard_index=index, shard_count=count, batch_size=batch_size,
+                           prob=cutmix_prob, seed=seed)
   return _to_iter(ds, num_threads, prefetch, thread_prefetch, num_workers)
 
 

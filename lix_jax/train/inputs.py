@@ -63,10 +63,17 @@ def per_host(global_size: int, name: str) -> int:
 
 
 def make_train_iters(config, role: str) -> dict[str, Any]:
-  """The labelled (and, for distillation with `distill.unlabeled_split`, unlabelled) iterators."""
+  """The labelled (and, for distillation with `distill.unlabeled_split`, unlabelled) iterators.
+
+  Students (plain and distilled) get the data recipe (`data.photometric`, `data.cutmix_prob`) on
+  both streams; a teacher trains without it (`config.TEACHER_IGNORES`).
+  """
+  student = role != "teacher"
   common = dict(x_modality=config.data.x_modality, crop_hw=tuple(config.data.crop_hw),
                 scale_range=tuple(config.data.scale_range), flip=config.data.flip,
-                num_threads=config.data.num_threads, num_workers=config.data.num_workers)
+                num_threads=config.data.num_threads, num_workers=config.data.num_workers,
+                photometric=config.data.photometric if student else 0.0,
+                cutmix_prob=config.data.cutmix_prob if student else 0.0)
   iters = {"train": iter(pipeline.train_dataset(
       source(config, "train"), batch_size=per_host(config.train.batch_size, "train.batch_size"),
       seed=config.seed, **common))}

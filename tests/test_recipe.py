@@ -1,0 +1,286 @@
+"""The patient and consistent teacher's data recipe (issue 33 §1, DESIGN §5, data/recipe.py).
+
+CutMix against a NumPy reference of the paste (box, partner, every array moved together); the
+colour jitter against a NumPy reference, touching RGB only; 0 = off is the recipe-off stream
+bitwise; per-global-index draws (2 hosts = 1 host, resume exact); evaluation and teachers never see
+the recipe; teacher and student receive the same arrays, and the step on recipe batches over 8
+devices equals 1 device.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fake_models
+from test_pipeline import H, W, MEAN, STD, coord_example, id_source, take
+
+from lix_jax import config as config_lib
+from lix_jax import losses
+from lix_jax.data import pipeline, recipe
+from lix_jax.train import sharding, steps
+
+CROP = (8, 12)
+KW = dict(x_modality="depth", crop_hw=CROP, scale_range=(0.3, 0.6), mean=MEAN, std=STD)
+
+
+def stream(src, *, batch_size=4, seed=3, hosts=(0, 1), **kw):
+  index, count = hosts
+  return pipeline.train_dataset(src, batch_size=batch_size, seed=seed, shard_index=index,
+                                shard_count=count, **dict(KW, **kw))
+
+
+def holey_source(n):
+  """`id_source` (label = example index) with depth holes, so X validity differs from `valid`."""
+  src = id_source(n)
+  for i, ex in enumerate(src):
+    ex["depth"] = np.where((np.arange(W) + i) % 5 == 0, 0, ex["depth"]).astype(np.float32)
+  return src
+
+
+def reference_box(index, seed, prob, hw):
+  """DESIGN §5 / recipe docstring: u < prob pastes; area r ~ U(0, 1); top-left uniform inside."""
+  rng = np.random.default_rng([seed, index, recipe._CUTMIX_SALT])
+  if not rng.random() < prob:
+    return None
+  r = rng.random()
+  bh, bw = round(hw[0] * math.sqrt(r)), round(hw[1] * math.sqrt(r))
+  return rng.integers(0, hw[0] - bh + 1), rng.integers(0, hw[1] - bw + 1), bh, bw
+
+
+@pytest.mark.parametrize("labeled", [True, False])
+def test_cutmix_pastes_the_next_image_of_the_global_batch_with_all_its_arrays(labeled):
+  src, g, steps_, seed, prob = holey_source(6), 4, 6, 3, 0.6
+  off = take(iter(stream(src, batch_size=g, seed=seed, labeled=labeled)), steps_)
+  on = take(iter(stream(src, batch_size=g, seed=seed, labeled=labeled, cutmix_prob=prob)), steps_)
+  pasted, gained, lost = 0, 0, 0
+  rows, cols = np.mgrid[:CROP[0], :CROP[1]]
+  for t in range(steps_):
+    for r in range(g):
+      box = reference_box(t * g + r, seed, prob, CROP)
+      partner = (r + 1) % g  # the next row of the same global batch, cyclically
+      if box is None:
+        mask = np.zeros(CROP, bool)
+      else:
+        y0, x0, bh, bw = box
+        mask = (rows >= y0) & (rows < y0 + bh) & (cols >= x0) & (cols < x0 + bw)
+        pasted += 1
+      for key in ("image", "x", "label", "valid"):
+        m = mask if off[t][key].ndim == 3 else mask[..., None]
+        want = np.where(m, off[t][key][partner], off[t][key][r])
+        np.testing.assert_array_equal(on[t][key][r], want, err_msg=f"{key} step {t} row {r}")
+      gained += np.sum(mask & off[t]["valid"][partner] & ~off[t]["valid"][r])
+      lost += np.sum(mask & ~off[t]["valid"][partner] & off[t]["valid"][r])
+  assert 0.3 * g * steps_ < pasted < 0.9 * g * steps_
+  assert gained and lost  # pasted real pixels became valid, pasted padding stayed invalid
+  if labeled:  # the labels in a box are the partner's example index
+    assert any(len(np.unique(b["label"][r][b["valid"][r]])) > 1 for b in on for r in range(g))
+
+
+def reference_jitter(img, inside, b, c, a, hue):
+  """Float64 NumPy reference of the recipe's colour jitter (recipe docstring)."""
+  grey = lambda z: 0.299 * z[..., 0] + 0.587 * z[..., 1] + 0.114 * z[..., 2]  # noqa: E731
+  z = np.clip(img.astype(np.float64) * b, 0, 255)
+  z = np.clip(c * z + (1 - c) * grey(z)[inside].mean(), 0, 255)
+  z = np.clip(a * z + (1 - a) * grey(z)[..., None], 0, 255)
+  yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+  y, i, q = np.moveaxis(z @ yiq.T, -1, 0)
+  th = 2 * np.pi * hue
+  rotated = np.stack([y, i * np.cos(th) - q * np.sin(th), i * np.sin(th) + q * np.cos(th)], -1)
+  return np.clip(np.linalg.solve(yiq, rotated[..., None])[..., 0], 0, 255)
+
+
+def test_photometric_jitters_rgb_by_the_reference_and_leaves_x_labels_valid():
+  ex = coord_example(2, holes=(np.arange(W) % 7 == 0)[None].repeat(H, 0))
+  ex["image"] = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+  kw = dict(x_modality="depth", crop_hw=CROP, scale_range=(0.3, 0.6), mean=MEAN, std=STD)
+  for seed in range(6):
+    on = pipeline.process_example(ex, np.random.default_rng(seed), photometric=0.5, **kw)
+    off = pipeline.process_example(ex, np.random.default_rng(seed), **kw)
+    for key in ("x", "label", "valid"):
+      np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+    rng = np.random.default_rng(seed)
+    x = pipeline.compute_x(ex, "depth")
+    img, *_, inside = pipeline.augment(ex["image"], x, ex["label"], rng, crop_hw=CROP,
+                                       scale_range=(0.3, 0.6))
+    params = recipe.jitter_params(rng, 0.5)  # drawn after the crop's draws
+    want = (reference_jitter(img, inside, *params) - MEAN) / STD * inside[..., None]
+    np.testing.assert_allclose(on["image"], want, atol=2e-4)
+    assert np.abs(on["image"] - off["image"])[inside].max() > 0.05
+    np.testing.assert_array_equal(on["image"][~inside], 0)  # padding stays the mean colour
+  draws = np.array([recipe.jitter_params(np.random.default_rng(s), 0.5) for s in range(400)])
+  for col, (lo, hi) in enumerate([(0.6, 1.4)] * 3 + [(-0.1, 0.1)]):
+    assert lo <= draws[:, col].min() < lo + 0.02 and hi - 0.02 < draws[:, col].max() <= hi
+  with pytest.raises(ValueError, match="data.photometric"):
+    stream(holey_source(2), photometric=1.5)
+
+
+def test_recipe_off_is_the_plain_stream_bitwise():
+  src = holey_source(5)
+  plain = take(iter(stream(src)), 3)
+  zero = take(iter(stream(src, photometric=0.0, cutmix_prob=0.0)), 3)
+  for a, b in zip(plain, zero):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  # Strength 0: the crop's normalised pixels, bit for bit, and no draw from the example's rng.
+  ex = src[1]
+  for seed in range(3):
+    out = pipeline.process_example(ex, np.random.default_rng(seed), photometric=0.0, **KW)
+    rng = np.random.default_rng(seed)
+    img, *_, inside = pipeline.augment(ex["image"], pipeline.compute_x(ex, "depth"), ex["label"],
+                                       rng, crop_hw=CROP, scale_range=KW["scale_range"])
+    want = (img - np.float32(MEAN)) * (1 / np.float32(STD))
+    np.testing.assert_array_equal(out["image"], want * inside[..., None])
+  state = rng.bit_generator.state
+  assert recipe.color_jitter(img, inside, rng, 0.0) is img
+  assert rng.bit_generator.state == state
+  views = pipeline.grain.MapDataset.source(src)
+  assert recipe.cutmix_dataset(views, global_batch=4, prob=0.0, seed=0) is views
+
+
+def test_two_hosts_equal_one_host_and_resume_is_exact_with_the_recipe_on():
+  src, hosts, b = holey_source(7), 2, 2
+  kw = dict(seed=4, photometric=0.5, cutmix_prob=0.7)
+  single = take(iter(stream(src, batch_size=hosts * b, **kw)), 5)
+  for i in range(hosts):
+    local = take(iter(stream(src, batch_size=b, hosts=(i, hosts), **kw)), 5)
+    for t in range(5):
+      for key in single[t]:
+        np.testing.assert_array_equal(local[t][key], single[t][key][i::hosts], err_msg=key)
+  it = iter(stream(src, batch_size=hosts * b, **kw))
+  take(it, 2)
+  state = it.get_state()
+  del it
+  it2 = iter(stream(src, batch_size=hosts * b, **kw))
+  it2.set_state(state)
+  for x, y in zip(take(it2, 3), single[2:]):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_evaluation_and_teacher_training_never_see_the_recipe(tmp_path):
+  from lix_jax.train import inputs, loop  # noqa: PLC0415
+
+  off = config_lib.base_config()
+  off.data.builder_config, off.data.data_dir = "tiny", str(tmp_path)
+  off.train.eval_batch_size = off.train.batch_size = off.distill.unlabeled_batch_size = 8
+  on = config_lib.with_overrides(off, {"data.photometric": 0.5, "data.cutmix_prob": 1.0})
+  dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:1]))
+  seen, k = {}, len(inputs.class_names(off))
+  for name, config in (("off", off), ("on", on)):
+    batches = seen[name] = []
+
+    def eval_fn(variables, batch, batches=batches):
+      batches.append(jax.tree.map(np.asarray, batch))
+      return jnp.zeros((k, k))
+
+    loop.evaluate(config, dp, eval_fn, None, "validation")
+    for role in ("teacher", "student", "distill"):
+      iters = inputs.make_train_iters(config, role)
+      batches.append(inputs.next_batch(iters))
+      iters.clear()
+  n_eval = len(seen["off"]) - 3
+  for i, (a, b) in enumerate(zip(seen["off"], seen["on"])):
+    same = all(np.array_equal(a[k], b[k]) for k in a)
+    assert same == (i <= n_eval), f"batch {i} (the last three: teacher, student, distill)"
+  # A teacher run is re-used across recipes; a student run is not.
+  assert not config_lib.run_config_diff(off.to_dict(), on, "teacher")
+  assert len(config_lib.run_config_diff(off.to_dict(), on, "distill")) == 2
+
+
+K = 4
+DISTILL = dict(config_lib.base_config().distill.to_dict(), taps=("stage3", "decoder"),
+               tap_weights=(1.0, 1.0))
+
+
+class Recorder:
+  """Forwards `apply` to a flax module and keeps the positional inputs it was given (tracers)."""
+
+  def __init__(self, module):
+    self.module, self.inputs = module, []
+
+  def apply(self, variables, *args, **kw):
+    self.inputs.append(args)
+    return self.module.apply(variables, *args, **kw)
+
+
+def recipe_batch(global_batch=8):
+  src = holey_source(10)
+  kw = dict(batch_size=global_batch, photometric=0.5, cutmix_prob=0.7)
+  iters = {"train": iter(stream(src, seed=0, **kw)),
+           "unlabeled": iter(pipeline.unlabeled_dataset(src, seed=1, shard_index=0, shard_count=1,
+                                                         **dict(KW, **kw)))}
+  from lix_jax.train import inputs  # noqa: PLC0415
+  return inputs.next_batch(iters)
+
+
+@pytest.mark.parametrize("unlabeled", [False, True])
+def test_teacher_and_student_receive_the_same_recipe_arrays(unlabeled):
+  batch = {k: v for k, v in recipe_batch().items() if unlabeled or not k.startswith("unlabeled")}
+  student, teacher, adapters, t_vars, state = fake_models.distill_setup(
+      fake_models.FakeStudent(K), fake_models.FakeTeacher(K), hw=CROP, taps=DISTILL["taps"],
+      learning_rate=0.1)
+  s_rec, t_rec = Recorder(student), Recorder(teacher)
+  given = {}
+
+  def step(state, batch, t_vars):
+    given.update(batch)
+    return steps.distill_step(state, batch, t_vars, student=s_rec, teacher=t_rec,
+                              adapters=adapters, axis_name=None,
+                              distill_loss=losses.make_distill_loss("lix", DISTILL))
+
+  jax.eval_shape(step, state, batch, t_vars)  # traced only: the very same traced arrays
+  (t_image, t_x), = t_rec.inputs
+  (s_image,), = s_rec.inputs
+  assert s_image is t_image
+  if not unlabeled:  # the batch's own arrays, untouched between the pipeline and both networks
+    assert t_image is given["image"] and t_x is given["x"]
+  else:
+    assert t_image.shape[0] == 2 * given["image"].shape[0]
+
+
+def test_distill_step_on_recipe_batches_8_devices_equals_1_device():
+  batch = recipe_batch()
+  assert not batch["valid"].all() and not batch["unlabeled_valid"].all()
+  student, teacher, adapters, t_vars, state = fake_models.distill_setup(
+      fake_models.FakeStudent(K), fake_models.FakeTeacher(K), hw=CROP, taps=DISTILL["taps"],
+      learning_rate=0.1)
+  out = {}
+  for n in (1, 8):
+    dp = sharding.DataParallel(sharding.make_mesh(jax.devices()[:n]))
+    step = dp.wrap(functools.partial(steps.distill_step, student=student, teacher=teacher,
+                                     adapters=adapters,
+                                     distill_loss=losses.make_distill_loss("lix", DISTILL)))
+    new_state, metrics = step(dp.replicate(state), dp.shard_batch(batch), dp.replicate(t_vars))
+    out[n] = dp.fetch((metrics["loss"], new_state.params))
+  np.testing.assert_allclose(out[8][0], out[1][0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(out[8][1]), jax.tree.leaves(out[1][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_recipe_sweep_covers_the_grid_cheap_entries_first():
+  import itertools  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  from lix_jax.experiments import sweep  # noqa: PLC0415
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps", "recipe_seed0.py")
+  entries = sweep.load_sweep(path)
+  base = config_lib.base_config()
+  seen = set()
+  for e in entries:
+    c = config_lib.with_overrides(base, e)  # every override is a config key
+    method = c.distill.method if c.mode == "distill" else "ce"
+    regime = "unlabeled" if c.mode == "distill" and c.distill.unlabeled_split else "labeled"
+    frames = c.distill.unlabeled_batch_size if regime == "unlabeled" else 0
+    seen.add((method, regime, c.data.photometric, c.data.cutmix_prob, c.train.num_steps, frames))
+  recipes = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
+  want = {(m, "labeled", *r, s, 0) for m, r, s in itertools.product(
+      ("lix", "cwd", "kd", "ce"), recipes, (2000, 4000, 8000))}
+  want |= {(m, "unlabeled", *r, s, f) for m, r, s, f in itertools.product(
+      ("lix", "cwd", "kd"), recipes, (2000, 4000, 8000), (16, 32))}
+  assert seen == want and len(entries) == len(want)
+  assert [e["train.num_steps"] for e in entries] == sorted(e["train.num_steps"] for e in entries)
