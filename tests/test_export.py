@@ -288,19 +288,34 @@ def test_inference_bench_entries_run_their_labelled_inputs():
   bench = _load_bench()
   assert bench.padded((375, 1242)) == (384, 1248)  # KITTI: the artifact takes multiples of 32
   tiny = {"backbone": "resnet18", "width": 0.125, "stem": "deep", "decoder_channels": 8}
-  nets = {"student": bench.Network("student", tiny, (32, 64)),
+  nets = {"student": bench.Network("student", tiny, (32, 64), onnx=True),
           "teacher": bench.Network("teacher", dict(tiny, fusion="intermediate"), (32, 64))}
   built = bench.entries(nets, batches=(1, 3))
-  assert len({name for name, _, _ in built}) == 4
+  assert len({name for name, _, _ in built}) == 6  # + "student onnxruntime B=1 / B=3"
+  outputs = {}
   for name, fn, images in built:  # called only once all are built, as `Rounds` does
     batch, h, w = (int(v) for v in re.search(r"B=(\d+) (\d+)x(\d+)", name).groups())
     net = nets[name.split()[0]]
-    assert batch == images and fn.args[0].shape == (images, h, w, 3), name
+    inputs = list(fn.args[1].values()) if "onnxruntime" in name else fn.args
+    assert batch == images and inputs[0].shape == (images, h, w, 3), name
     if name.startswith("teacher"):
-      assert fn.args[1].shape == (images, h, w, 1), name
-    labels, logits = fn()
+      assert inputs[1].shape == (images, h, w, 1), name
+    labels, logits = outputs[name] = [np.asarray(a) for a in fn()]
     assert labels.shape == (images, h, w) and logits.shape == (images, h, w, bench.NUM_CLASSES)
     assert net.hw == (h, w) == (32, 64)
+  for b in (1, 3):  # The peer runs the same network on the same pixels.
+    ort, ref = outputs[f"student onnxruntime B={b} 32x64"], outputs[f"student B={b} 32x64"]
+    assert np.abs(ort[1] - ref[1]).max() <= 1e-3 and (ort[0] == ref[0]).mean() >= 0.999
+  rounds = bench.Rounds(0)  # The report of one interleaved round (the functions are compiled).
+  for name, fn, images in built:
+    rounds.add(name, fn, images)
+  rounds.run(1)
+  text = bench.report("## tiny", nets, {"student": tiny, "teacher": dict(tiny, fusion="x")},
+                      rounds, batches=(1, 3))
+  for b in (1, 3):
+    assert f"| student onnxruntime B={b} 32x64 |" in text and f"| student B={b} 32x64 |" in text
+  assert re.search(r"student onnxruntime [\d.]+ \(CPUExecutionProvider\) / jax artifact time: "
+                   r"B=1 [\d.]+x, B=3 [\d.]+x", text), text
   assert nets["teacher"].flops_per_image() > nets["student"].flops_per_image() > 0
   assert nets["teacher"].num_params > nets["student"].num_params > 0
 
