@@ -6,7 +6,8 @@ float32 logits out), opset `OPSET`, batch `b` and H = 32·h, W = 32·w symbolic,
 jax2onnx. Inputs are named "image" (and "x" for a teacher), outputs "labels" and "logits".
 
 How it converts. jax2onnx monkey-patches flax linen layers (`max_pool`, `Conv`, `BatchNorm`) while
-it traces, and its patched layers mix up the NHWC layout (onnxruntime refuses the graph). So the
+it traces, and its patched layers mix up the NHWC layout (seen with 0.17.1: onnxruntime refuses the
+graph, "[ShapeInferenceError] Incompatible dimensions" at an Add). So the
 network is first traced by jax itself to a jaxpr of lax primitives, and jax2onnx converts a
 function that replays that jaxpr (`lax_level`): no flax layer is called while jax2onnx traces.
 Two primitives are replayed differently, with the same numbers:
@@ -17,8 +18,10 @@ Two primitives are replayed differently, with the same numbers:
     teacher's gated fusion averages over 64·h·w pixels before any value of size h exists. A
     stride-32 slice of the image ([b, h, w, C]) is taken first so that h and w resolve.
 Nested `jit` and `custom_jvp_call` (ReLU) are inlined. Only jax2onnx's lax-level plugins are
-loaded (`_load_lax_plugins`: its equinox / flax plugins build example networks when imported,
-~15-25 s of a finished run on 2 CPU cores). Pinned: jax2onnx 0.12.5, the newest whose
+loaded (`_load_lax_plugins`, ~1.5 s; all of them, whose equinox / flax plugins build example
+networks when imported, take ~9 s with 0.12.5 and 15-25 s with 0.17.1 on 2 busy CPU cores, once
+per process; a later `jax2onnx.to_onnx` of a flax module in the same process then lacks its flax
+plugins). Both rewrites are needed with 0.12.5 and 0.17.1 alike. Pinned: jax2onnx 0.12.5, the newest whose
 requirements admit orbax-checkpoint 0.12 (0.13 and later want < 0.11.37); 0.17.1 converts the
 same way (checked at opset 17).
 
@@ -27,6 +30,8 @@ needs NumPy and onnxruntime only.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pathlib
@@ -130,9 +135,11 @@ def convert(fn, specs, *, model_name: str = "lix_jax", opset: int = OPSET):
   serde = logging.getLogger("onnx_ir.serde")  # "value type ... not known" for every constant
   level = serde.level
   serde.setLevel(logging.ERROR)
-  try:
-    return jax2onnx.to_onnx(lax_level(fn, specs), list(specs), model_name=model_name, opset=opset,
-                            input_names=INPUT_NAMES[:len(specs)], output_names=OUTPUT_NAMES)
+  try:  # (jax2onnx 0.12.5 prints "DEBUG: conv_dtype_enum=FLOAT" per convolution to stdout)
+    with contextlib.redirect_stdout(io.StringIO()):
+      return jax2onnx.to_onnx(lax_level(fn, specs), list(specs), model_name=model_name,
+                              opset=opset, input_names=INPUT_NAMES[:len(specs)],
+                              output_names=OUTPUT_NAMES)
   finally:
     serde.setLevel(level)
 
