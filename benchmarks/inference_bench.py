@@ -1,11 +1,16 @@
-r"""Inference benchmark (DESIGN §8, issue 22): the exported RGB student against the RGB-X teacher.
+r"""Inference benchmark (DESIGN §8, issues 22, 34): the exported RGB student against the RGB-X
+teacher, and the student's ONNX artifact under ONNX Runtime (the inference peer).
 
 Each network is exported exactly as a finished run ships it (`lix_jax.experiments.export`: uint8 image in,
 normalisation inside, int32 labels and float32 logits out; symbolic batch and H = 32·h, W = 32·w),
 serialised, deserialised, and timed through `jax.jit(exported.call)`: latency at batch 1 and
 throughput at batch 16, in interleaved rounds (each round calls every entry once, so load that
 drifts during the run hits all entries alike); median and range over the rounds. Also parameters
-and FLOPs per image (XLA's `cost_analysis()` of the compiled batch-1 artifact).
+and FLOPs per image (XLA's `cost_analysis()` of the compiled batch-1 artifact). The student is also
+converted to `student.onnx` as a finished run writes it (`lix_jax.experiments.onnx_export`) and
+timed in the same rounds by onnxruntime's CPU execution provider ("student onnxruntime B=…"
+rows; NumPy inputs, as a car-side caller passes them). Without onnxruntime / jax2onnx installed
+those rows are left out (said in the report).
 
 Sizes:
   cpu    64×192, the CPU models of configs/benchmark.py (ResNet-18 ×0.25, deep stem, decoder 32).
@@ -16,7 +21,7 @@ Sizes:
 Random weights (timing does not depend on them).
 
 Usage (from the repository root):
-  python benchmarks/inference_bench.py                     # cpu size
+  python benchmarks/inference_bench.py                     # cpu size (CPU-sized student)
   python benchmarks/inference_bench.py --size kitti --rounds 3 --warmup 0   # slow on 2 CPU cores
   python benchmarks/inference_bench.py --out results/cpu/inference_bench_cpu2_$(date -u +%Y-%m).txt
 """
@@ -79,10 +84,11 @@ def random_variables(model, hw, seed=0):
 
 
 class Network:
-  """One exported network: its artifact (through bytes, as shipped), parameter count, inputs."""
+  """One exported network: its artifact (through bytes, as shipped), parameter count, inputs; with
+  `onnx`, also its ONNX artifact in an onnxruntime session (`session`, else None)."""
 
   def __init__(self, kind: str, section: dict, hw: tuple[int, int], x_modality: str = "depth",
-               dtype: str = "float32"):
+               dtype: str = "float32", onnx: bool = False):
     self.kind, self.hw = kind, padded(hw)
     x_channels = geometry.MODALITIES[x_modality]
     model = models.build(dict(section, dtype=dtype), num_classes=NUM_CLASSES,
@@ -98,6 +104,14 @@ class Network:
     self.export_s = time.perf_counter() - t0
     self.artifact_mb = len(blob) / 2**20
     self.call = jax.jit(jax.export.deserialize(bytearray(blob)).call)
+    self.session, self.onnx_s, self.onnx_mb = None, float("nan"), float("nan")
+    if onnx:
+      import onnxruntime  # noqa: PLC0415  (only for the ONNX rows)
+      from lix_jax.experiments import onnx_export  # noqa: PLC0415
+      t0 = time.perf_counter()
+      proto = onnx_export.convert(fn, export.input_specs(self.x_channels)).SerializeToString()
+      self.onnx_s, self.onnx_mb = time.perf_counter() - t0, len(proto) / 2**20
+      self.session = onnxruntime.InferenceSession(proto, providers=list(onnx_export.PROVIDERS))
 
   def inputs(self, batch: int, seed: int = 0) -> tuple[jax.Array, ...]:
     """Device arrays: uint8 image [batch, H, W, 3] (and raw depth [batch, H, W, 1])."""
@@ -127,6 +141,10 @@ def entries(networks_: dict[str, Network], batches=BATCHES):
     for batch in batches:
       name = f"{kind} B={batch} {net.hw[0]}x{net.hw[1]}"
       out.append((name, functools.partial(net.call, *net.inputs(batch)), batch))
+    for batch in batches if net.session else ():
+      feeds = dict(zip(("image", "x"), (np.asarray(a) for a in net.inputs(batch))))
+      out.append((f"{kind} onnxruntime B={batch} {net.hw[0]}x{net.hw[1]}",
+                  functools.partial(net.session.run, ["labels", "logits"], feeds), batch))
   return out
 
 
@@ -136,19 +154,33 @@ def table(header, rows):
   return "\n".join(lines)
 
 
-def run(size: str, rounds: int, warmup: int, dtype: str = "float32") -> str:
+def _onnx_available() -> bool:
+  return all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
+
+
+def run(size: str, rounds: int, warmup: int, dtype: str = "float32", onnx: bool = True) -> str:
   hw = SIZES[size]
   sections = model_sections(size)
-  nets = {kind: Network(kind, sections[kind], hw, dtype=dtype) for kind in ("student", "teacher")}
+  onnx = onnx and dtype == "float32" and _onnx_available()  # The ONNX artifact is float32.
+  nets = {kind: Network(kind, sections[kind], hw, dtype=dtype, onnx=onnx and kind == "student")
+          for kind in ("student", "teacher")}
   r = Rounds(warmup)
   for name, fn, images in entries(nets):
     r.add(name, fn, images)
   r.run(rounds)
-  lines = [f"## {size}: {hw[0]}x{hw[1]}" + (f" padded to {nets['student'].hw[0]}x"
+  title = (f"## {size}: {hw[0]}x{hw[1]}" + (f" padded to {nets['student'].hw[0]}x"
                                             f"{nets['student'].hw[1]}" if padded(hw) != hw else "")
-           + f", {dtype}, {rounds} interleaved rounds after {warmup} warm-up call(s)",
-           f"jax {jax.__version__}, {jax.devices()[0].platform} ({jax.device_count()} device), "
-           f"{platform.processor() or platform.machine()}", ""]
+           + f", {dtype}, {rounds} interleaved rounds after {warmup} warm-up call(s)")
+  why = "" if onnx else ("the ONNX artifact is float32" if dtype != "float32"
+                         else "jax2onnx / onnxruntime not installed")
+  return report(title, nets, sections, r, BATCHES, no_onnx_because=why)
+
+
+def report(title: str, nets: dict[str, Network], sections: dict[str, dict], r: Rounds,
+           batches=BATCHES, no_onnx_because: str = "") -> str:
+  """The markdown report of timed rounds `r` of `entries(nets, batches)`."""
+  lines = [title, f"jax {jax.__version__}, {jax.devices()[0].platform} ({jax.device_count()} "
+           f"device), {platform.processor() or platform.machine()}", ""]
   rows = []
   for kind, net in nets.items():
     section = sections[kind]
@@ -156,9 +188,9 @@ def run(size: str, rounds: int, warmup: int, dtype: str = "float32") -> str:
             + (f" {section.get('fusion')}" if kind == "teacher" else ""))
     rows.append([kind, what, f"{net.num_params / 1e6:.2f} M",
                  f"{net.flops_per_image() / 1e9:.2f}", f"{net.artifact_mb:.1f}",
-                 f"{net.export_s:.1f}"])
-  lines += [table(["network", "model", "params", "GFLOPs / image", "artifact MiB", "export s"],
-                  rows), ""]
+                 f"{net.export_s:.1f}", f"{net.onnx_mb:.1f}", f"{net.onnx_s:.1f}"])
+  lines += [table(["network", "model", "params", "GFLOPs / image", "artifact MiB", "export s",
+                   "ONNX MiB", "ONNX convert s"], rows), ""]
   rows = []
   for name, ms in r.ms.items():
     batch = r.images[name]
@@ -168,11 +200,17 @@ def run(size: str, rounds: int, warmup: int, dtype: str = "float32") -> str:
                  f"{r.first[name]:.1f}"])
   lines += [table(["entry", "ms / call, median (range)", "images/s, median (range)",
                    "first call s (compile)"], rows), ""]
-  ratio = lambda b: (statistics.median(r.ms[f"teacher B={b} {nets['teacher'].hw[0]}x"
-                                            f"{nets['teacher'].hw[1]}"])
-                     / statistics.median(r.ms[f"student B={b} {nets['student'].hw[0]}x"
-                                              f"{nets['student'].hw[1]}"]))
-  lines.append("teacher / student time: " + ", ".join(f"B={b} {ratio(b):.2f}x" for b in BATCHES))
+  size = f"{nets['student'].hw[0]}x{nets['student'].hw[1]}"
+  ratio = lambda b, num, den: r.median(f"{num} B={b} {size}") / r.median(f"{den} B={b} {size}")
+  lines.append("teacher / student time: " + ", ".join(
+      f"B={b} {ratio(b, 'teacher', 'student'):.2f}x" for b in batches))
+  if nets["student"].session is not None:
+    import onnxruntime  # noqa: PLC0415
+    lines.append(f"student onnxruntime {onnxruntime.__version__} (CPUExecutionProvider) / jax "
+                 "artifact time: " + ", ".join(
+                     f"B={b} {ratio(b, 'student onnxruntime', 'student'):.2f}x" for b in batches))
+  else:
+    lines.append(f"no onnxruntime rows: {no_onnx_because or 'not asked for'}")
   return "\n".join(lines) + "\n"
 
 
@@ -182,9 +220,10 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--dtype", choices=sorted(export.VARIANTS), default="float32")
+  parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime rows")
   parser.add_argument("--out", default="", help="also append the report to this file")
   args = parser.parse_args(argv)
-  report = run(args.size, args.rounds, args.warmup, args.dtype)
+  report = run(args.size, args.rounds, args.warmup, args.dtype, onnx=not args.no_onnx)
   print(report)
   if args.out:
     with open(args.out, "a", encoding="utf-8") as f:

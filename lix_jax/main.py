@@ -40,6 +40,11 @@ def _exported_predict(config) -> bool:
   return config.mode == "predict" and bool(config.predict.get("exported"))
 
 
+def _onnx_predict(config) -> bool:
+  """mode=predict from an exported `.onnx`: onnxruntime, numpy and Pillow (no jax)."""
+  return _exported_predict(config) and config.predict.exported.endswith(".onnx")
+
+
 def _overrides() -> frozenset[str]:
   """The `--config.*` keys set on the command line (empty when the flags were not parsed)."""
   try:
@@ -81,8 +86,11 @@ class _QuietLibraries(logging.Filter):
 
 
 def setup(config) -> None:
-  """Once per process: quiet library logs, the compilation cache, multi-host initialisation."""
+  """Once per process: quiet library logs, the compilation cache, multi-host initialisation (none
+  of it for a `.onnx` predict, which imports no jax)."""
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  if _onnx_predict(config):
+    return
   import jax  # noqa: PLC0415  (after flag parsing, so XLA_FLAGS from the environment apply)
   # Runs of the same shapes (the students of a pipeline, a resumed run, a sweep) skip most of XLA's
   # compile time.

@@ -1,5 +1,5 @@
-"""Shipping a run (issue 22): jax.export artifacts, predict from them without flax, and eval /
-predict of a distilled student without its teacher.
+"""Shipping a run (issues 22, 34): jax.export and ONNX artifacts, predict from them without flax
+(and from the ONNX one without jax), and eval / predict of a distilled student without its teacher.
 
 One module-scoped pair of tiny runs (a 2-step teacher, a 2-step LIX student) feeds every test.
 """
@@ -21,22 +21,25 @@ COMMON = ("--config=configs/synthetic.py:tiny", "--config.train.num_steps=2",
 META_KEYS = ("format_version", "lix_jax_version", "kind", "artifacts", "platforms", "inputs",
              "outputs", "symbolic_dims", "stride", "normalization", "num_classes", "class_names",
              "palette", "x_modality", "x_channels", "model")
-# Run first in a subprocess: importing flax or lix_jax.models raises ImportError.
+# Run first in a subprocess: importing flax or lix_jax.models (NO_JAX: also jax) raises ImportError.
 BLOCK_IMPORTS = """
 import atexit, sys
+BLOCKED = ('flax',)
 class _Block:
   def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] == 'flax' or name == 'lix_jax.models' or name.startswith('lix_jax.models.'):
+    if name.split('.')[0] in BLOCKED or name == 'lix_jax.models' or name.startswith('lix_jax.models.'):
       raise ImportError('blocked by the test: ' + name)
 sys.meta_path.insert(0, _Block())
 atexit.register(lambda: print('IMPORTED', sorted(m for m in sys.modules
-                                                 if m.startswith(('flax', 'lix_jax')))))
+                                                 if m.startswith(('flax', 'lix_jax', 'jax')))))
 """
-BLOCKER = BLOCK_IMPORTS + """
+NO_JAX = BLOCK_IMPORTS + "BLOCKED = ('flax', 'jax', 'jaxlib')\n"
+RUN_MAIN = """
 import runpy
 sys.argv = ['lix_jax.main'] + sys.argv[1:]
 runpy.run_module('lix_jax.main', run_name='__main__')
 """
+BLOCKER = BLOCK_IMPORTS + RUN_MAIN
 
 
 def _env():
@@ -100,7 +103,8 @@ def test_every_finished_run_writes_its_artifacts_and_meta(runs):
   _, teacher, student = runs
   for workdir, kind in ((student, "student"), (teacher, "teacher")):
     files = sorted(os.listdir(os.path.join(workdir, "export")))
-    assert files == sorted([f"{kind}.jaxexport", f"{kind}.bf16.jaxexport", "meta.json"])
+    assert files == sorted([f"{kind}.jaxexport", f"{kind}.bf16.jaxexport", f"{kind}.onnx",
+                            "meta.json"])
     with open(os.path.join(workdir, "export", "meta.json")) as f:
       meta = json.load(f)
     assert all(k in meta for k in META_KEYS), [k for k in META_KEYS if k not in meta]
@@ -109,6 +113,9 @@ def test_every_finished_run_writes_its_artifacts_and_meta(runs):
     assert meta["inputs"][0]["dtype"] == "uint8" and meta["outputs"][0]["dtype"] == "int32"
     assert (meta["x_modality"], meta["x_channels"]) == (
         ("depth", 1) if kind == "teacher" else (None, None))
+    assert meta["artifacts"]["onnx"] == f"{kind}.onnx" and meta["onnx"]["opset"] >= 17
+    assert meta["onnx"]["inputs"] == (["image", "x"] if kind == "teacher" else ["image"])
+    assert meta["onnx"]["outputs"] == ["labels", "logits"]
   assert json.load(open(os.path.join(student, "export", "meta.json")))["trained_as"] == "distill"
 
 
@@ -134,6 +141,21 @@ def test_exported_student_equals_the_flax_model_at_any_batch_and_size(runs):
   assert (bf_labels == labels).mean() >= 0.99
 
 
+def test_onnx_student_equals_the_jax_artifact_at_batch_1_and_3_and_two_sizes(runs):
+  from lix_jax.experiments import export
+  _, _, student = runs
+  onnx_net = export.load(os.path.join(student, "export"), "onnx")
+  jax_net = export.load(os.path.join(student, "export"))
+  for n, hw in ((1, (64, 192)), (3, (64, 192)), (1, (96, 128)), (3, (96, 128))):
+    image = _batch(n, hw, seed=n)
+    labels, logits = onnx_net(image)
+    ref_labels, ref_logits = (np.asarray(a) for a in jax_net(image))
+    assert labels.dtype == np.int32 and logits.dtype == np.float32
+    assert labels.shape == (n, *hw) and logits.shape == ref_logits.shape
+    assert (labels == ref_labels).mean() >= 0.999, (n, hw, (labels == ref_labels).mean())
+    assert np.abs(logits - ref_logits).max() <= 1e-3, (n, hw, np.abs(logits - ref_logits).max())
+
+
 def test_exported_teacher_takes_rgb_and_raw_depth(runs):
   import jax
   from lix_jax.experiments import export
@@ -150,6 +172,8 @@ def test_exported_teacher_takes_rgb_and_raw_depth(runs):
   labels, logits = export.load(os.path.join(teacher, "export"))(image, depth)
   np.testing.assert_allclose(np.asarray(logits), ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(labels), ref.argmax(-1))
+  labels, logits = export.load(os.path.join(teacher, "export", "teacher.onnx"))(image, depth)
+  assert np.abs(logits - ref).max() <= 1e-3 and (labels == ref.argmax(-1)).mean() >= 0.999
 
 
 def _readme_line(mode):
@@ -202,21 +226,52 @@ def test_readme_eval_and_predict_need_no_teacher_and_export_predicts_the_same(ru
   a, b = (np.asarray(Image.open(os.path.join(d, "img2.png"))) for d in (exported_out, in_process))
   assert a.shape == b.shape == (70, 100, 3)
   assert (a == b).all(-1).mean() >= 0.99
+  # The ONNX artifact: onnxruntime, numpy and Pillow (jax blocked), the jax artifact's labels.
+  onnx_out = str(tmp_path / "from_onnx")
+  proc = run(["--config=configs/synthetic.py", f"--workdir={tmp_path / 'unused'}",
+              "--config.mode=predict", f"--config.predict.input_dir={images}",
+              f"--config.predict.output_dir={onnx_out}",
+              f"--config.predict.exported={student}/export/student.onnx"],
+             python_args=("-c", NO_JAX + RUN_MAIN))
+  imported = proc.stdout.split("IMPORTED", 1)[1]
+  assert "'jax" not in imported and "flax" not in imported, imported
+  for name in ("img0.png", "img1.png", "img2.png"):
+    a, b = (np.asarray(Image.open(os.path.join(d, name))) for d in (onnx_out, exported_out))
+    assert a.shape == b.shape and (a == b).all(-1).mean() >= 0.999, name
+
+
+def _run_readme_example(heading, student, tmp_path, prelude):
+  """Runs the README's Python block after `heading` on a 70x100 frame (not a multiple of 32: the
+  example pads) with `prelude` first; returns (the frame, the labels PNG, the imports printed)."""
+  from PIL import Image
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  code = text.split(f"{heading}\n\n```python\n", 1)[1].split("```", 1)[0]
+  frame = os.path.join(_images(str(tmp_path), sizes=((70, 100),)), "img0.png")
+  code = (code.replace('"workdirs/s/export"', repr(os.path.join(student, "export")))
+          .replace('"frame.png"', repr(frame))
+          .replace('"frame_labels.png"', repr(str(tmp_path / "labels.png"))))
+  proc = run([], python_args=("-c", prelude + code))
+  return frame, np.asarray(Image.open(tmp_path / "labels.png")), proc.stdout.split("IMPORTED", 1)[1]
 
 
 def test_readme_example_segments_an_image_with_jax_numpy_and_pillow(runs, tmp_path):
+  _, labels, imported = _run_readme_example("With jax, NumPy and Pillow only:", runs[2], tmp_path,
+                                            BLOCK_IMPORTS)
+  assert "flax" not in imported
+  assert labels.shape == (70, 100, 3)
+
+
+def test_readme_onnx_example_segments_an_image_with_onnxruntime_numpy_and_pillow(runs, tmp_path):
   from PIL import Image
-  _, _, student = runs
-  with open(os.path.join(REPO, "README.md")) as f:
-    text = f.read()
-  code = text.split("With jax, NumPy and Pillow only:\n\n```python\n", 1)[1].split("```", 1)[0]
-  frame = _images(str(tmp_path), sizes=((70, 100),))  # not a multiple of 32: the example pads
-  code = (code.replace('"workdirs/s/export"', repr(os.path.join(student, "export")))
-          .replace('"frame.png"', repr(os.path.join(frame, "img0.png")))
-          .replace('"frame_labels.png"', repr(str(tmp_path / "labels.png"))))
-  proc = run([], python_args=("-c", BLOCK_IMPORTS + code))
-  assert "flax" not in proc.stdout.split("IMPORTED", 1)[1]
-  assert np.asarray(Image.open(tmp_path / "labels.png")).shape == (70, 100, 3)
+  from lix_jax.experiments import export
+  frame, got, imported = _run_readme_example("With onnxruntime, NumPy and Pillow only:", runs[2],
+                                             tmp_path, NO_JAX)
+  assert "'jax" not in imported and got.shape == (70, 100, 3)
+  # The same picture as the jax artifact's, through export.segment and meta.json's palette.
+  artifact = export.load(os.path.join(runs[2], "export"))
+  labels, _ = export.segment(artifact, np.asarray(Image.open(frame)))
+  assert (got == artifact.colorize(labels)).all(-1).mean() >= 0.999
 
 
 def _load_bench():
@@ -233,19 +288,34 @@ def test_inference_bench_entries_run_their_labelled_inputs():
   bench = _load_bench()
   assert bench.padded((375, 1242)) == (384, 1248)  # KITTI: the artifact takes multiples of 32
   tiny = {"backbone": "resnet18", "width": 0.125, "stem": "deep", "decoder_channels": 8}
-  nets = {"student": bench.Network("student", tiny, (32, 64)),
+  nets = {"student": bench.Network("student", tiny, (32, 64), onnx=True),
           "teacher": bench.Network("teacher", dict(tiny, fusion="intermediate"), (32, 64))}
   built = bench.entries(nets, batches=(1, 3))
-  assert len({name for name, _, _ in built}) == 4
+  assert len({name for name, _, _ in built}) == 6  # + "student onnxruntime B=1 / B=3"
+  outputs = {}
   for name, fn, images in built:  # called only once all are built, as `Rounds` does
     batch, h, w = (int(v) for v in re.search(r"B=(\d+) (\d+)x(\d+)", name).groups())
     net = nets[name.split()[0]]
-    assert batch == images and fn.args[0].shape == (images, h, w, 3), name
+    inputs = list(fn.args[1].values()) if "onnxruntime" in name else fn.args
+    assert batch == images and inputs[0].shape == (images, h, w, 3), name
     if name.startswith("teacher"):
-      assert fn.args[1].shape == (images, h, w, 1), name
-    labels, logits = fn()
+      assert inputs[1].shape == (images, h, w, 1), name
+    labels, logits = outputs[name] = [np.asarray(a) for a in fn()]
     assert labels.shape == (images, h, w) and logits.shape == (images, h, w, bench.NUM_CLASSES)
     assert net.hw == (h, w) == (32, 64)
+  for b in (1, 3):  # The peer runs the same network on the same pixels.
+    ort, ref = outputs[f"student onnxruntime B={b} 32x64"], outputs[f"student B={b} 32x64"]
+    assert np.abs(ort[1] - ref[1]).max() <= 1e-3 and (ort[0] == ref[0]).mean() >= 0.999
+  rounds = bench.Rounds(0)  # The report of one interleaved round (the functions are compiled).
+  for name, fn, images in built:
+    rounds.add(name, fn, images)
+  rounds.run(1)
+  text = bench.report("## tiny", nets, {"student": tiny, "teacher": dict(tiny, fusion="x")},
+                      rounds, batches=(1, 3))
+  for b in (1, 3):
+    assert f"| student onnxruntime B={b} 32x64 |" in text and f"| student B={b} 32x64 |" in text
+  assert re.search(r"student onnxruntime [\d.]+ \(CPUExecutionProvider\) / jax artifact time: "
+                   r"B=1 [\d.]+x, B=3 [\d.]+x", text), text
   assert nets["teacher"].flops_per_image() > nets["student"].flops_per_image() > 0
   assert nets["teacher"].num_params > nets["student"].num_params > 0
 

@@ -5,6 +5,8 @@ A finished run writes, into `<workdir>/export/`:
   student.jaxexport        (teacher.jaxexport for a teacher run) float32 network
   student.bf16.jaxexport   the same network in bfloat16 (params, batch statistics and the
                            normalised image cast to bfloat16; logits are returned in float32)
+  student.onnx             the float32 network as ONNX (`onnx_export`; where jax2onnx is
+                           installed: the `onnx` extra), for ONNX Runtime and TensorRT
   meta.json                what a caller needs besides the artifact (see `export_run`)
 
 The exported function is the deployable network only (a distilled student is exactly `Student`:
@@ -28,7 +30,9 @@ finished run pays. The artifact is lowered for the platforms in `meta.json["plat
 cuda and tpu where this jax can lower for them).
 
 Reading an artifact (`load`, `Artifact`) needs jax and numpy only — neither flax nor
-`lix_jax.models` is imported by this module; the writer imports them inside its functions.
+`lix_jax.models` is imported by this module; the writer imports them inside its functions. jax
+too is imported where it is used, so that `load` of a `.onnx` file, `segment`, `read_meta` and
+`palette_lut` need NumPy (and onnxruntime) only.
 """
 from __future__ import annotations
 
@@ -38,8 +42,6 @@ import os
 import time
 from typing import Any, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 EXPORT_DIR = "export"
@@ -76,6 +78,8 @@ def deployable_fn(model, variables, *, mean: Sequence[float], std: Sequence[floa
     x_modality: the teacher's X modality (None for a student).
     dtype: "float32" or "bfloat16".
   """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
   from lix_jax.data import geometry  # noqa: PLC0415  (writer only)
   cast = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
   variables = jax.tree.map(
@@ -98,8 +102,11 @@ def deployable_fn(model, variables, *, mean: Sequence[float], std: Sequence[floa
   return fn
 
 
-def input_specs(x_channels: int | None = None) -> tuple[jax.ShapeDtypeStruct, ...]:
-  """The symbolic input specs: image uint8 [b, 32h, 32w, 3] (and x float32 [b, 32h, 32w, Cx])."""
+def input_specs(x_channels: int | None = None) -> tuple[Any, ...]:
+  """The symbolic input specs (`jax.ShapeDtypeStruct`): image uint8 [b, 32h, 32w, 3] (and x
+  float32 [b, 32h, 32w, Cx])."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
   b, h, w = jax.export.symbolic_shape(SYMBOLIC_DIMS)
   specs = (jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8),)
   if x_channels is not None:
@@ -110,6 +117,7 @@ def input_specs(x_channels: int | None = None) -> tuple[jax.ShapeDtypeStruct, ..
 def export_fn(fn, specs, platforms: Sequence[str] = PLATFORMS) -> tuple[bytes, tuple[str, ...]]:
   """Serialised `jax.export` of `fn` for `platforms`; falls back to CPU only (logged) when this
   jax cannot lower for all of them. Returns (bytes, the platforms lowered for)."""
+  import jax  # noqa: PLC0415
   try:
     exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*specs)
   except Exception as e:  # noqa: BLE001  (any lowering failure: keep a CPU artifact)
@@ -131,7 +139,8 @@ def _model(config, kind: str, num_classes: int, x_channels: int, dtype: str):
 def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
                platforms: Sequence[str] = PLATFORMS,
                dtypes: Sequence[str] = tuple(VARIANTS)) -> dict[str, Any]:
-  """Writes `<workdir>/export/{kind}.jaxexport`, its bfloat16 variant and `meta.json`.
+  """Writes `<workdir>/export/{kind}.jaxexport`, its bfloat16 variant, `{kind}.onnx` (where
+  jax2onnx is installed and the network converts; a warning otherwise) and `meta.json`.
 
   Args:
     config: the run's config.
@@ -155,14 +164,19 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
   out_dir = os.path.join(workdir, EXPORT_DIR)
   os.makedirs(out_dir, exist_ok=True)
   variables = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
-  files, lowered = {}, ()
+  files, lowered, onnx_meta = {}, (), None
+  specs = input_specs(x_channels if x_modality else None)
   for dtype in dtypes:
     model = _model(config, kind, len(names), x_channels, dtype)
     fn = deployable_fn(model, variables, mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD,
                        x_modality=x_modality, dtype=dtype)
-    blob, lowered = export_fn(fn, input_specs(x_channels if x_modality else None), platforms)
+    blob, lowered = export_fn(fn, specs, platforms)
     files[dtype] = artifact_name(kind, dtype)
     _write_bytes(os.path.join(out_dir, files[dtype]), blob)
+    if dtype == "float32":
+      onnx_meta = _write_onnx(fn, specs, out_dir, kind)
+  if onnx_meta:
+    files["onnx"] = onnx_meta.pop("file")
   section = (config.teacher if kind == "teacher" else config.student).to_dict()
   meta = {
       "format_version": META_VERSION,
@@ -171,6 +185,7 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
       "trained_as": role,
       "artifacts": files,
       "platforms": list(lowered),
+      "onnx": onnx_meta,
       "inputs": _inputs_doc(x_modality, x_channels),
       "outputs": [
           {"name": "labels", "dtype": "int32", "shape": ["b", "H", "W"],
@@ -189,7 +204,8 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
                         "applied": "inside the artifact"},
       "variants": {"float32": "params, activations and logits float32",
                    "bfloat16": "params, batch statistics and the normalised image cast to "
-                               "bfloat16, compute in bfloat16; logits returned float32"},
+                               "bfloat16, compute in bfloat16; logits returned float32",
+                   "onnx": "the float32 network as ONNX (inputs and outputs as above, by name)"},
       "num_classes": len(names),
       "class_names": names,
       "ignore_index": viz.IGNORE_INDEX,
@@ -205,6 +221,22 @@ def export_run(config, workdir: str, role: str, variables: dict[str, Any], *,
   logging.info("Exported %s (%s; %s) to %s in %.1f s", kind, ", ".join(files.values()),
                ", ".join(lowered), out_dir, time.perf_counter() - start)
   return meta
+
+
+def _write_onnx(fn, specs, out_dir: str, kind: str) -> dict[str, Any] | None:
+  """`onnx_export.write` of the float32 `fn`: meta.json's "onnx" entry (with its "file"), or None
+  (logged) where jax2onnx is not installed or the network does not convert."""
+  from lix_jax.experiments import onnx_export  # noqa: PLC0415
+  name = onnx_export.artifact_name(kind)
+  try:
+    return dict(onnx_export.write(fn, specs, os.path.join(out_dir, name), model_name=kind),
+                file=name)
+  except ImportError as e:
+    logging.warning("No %s: %s (pip install 'lix_jax[onnx]')", name, e)
+  except Exception as e:  # noqa: BLE001  (a finished run keeps its other artifacts)
+    logging.warning("No %s: the %s does not convert (%s: %s)", name, kind, type(e).__name__,
+                    str(e)[:300])
+  return None
 
 
 def _inputs_doc(x_modality: str | None, x_channels: int) -> list[dict[str, Any]]:
@@ -302,14 +334,21 @@ def palette_lut(meta: dict[str, Any]) -> np.ndarray:
   return lut
 
 
-def load(path: str, dtype: str = "float32") -> Artifact:
-  """Loads an artifact: `path` is a `.jaxexport` file (its `meta.json` next to it) or an export
-  directory (then `dtype` picks the variant)."""
+def load(path: str, dtype: str = "float32"):
+  """Loads an artifact: `path` is a `.jaxexport` or `.onnx` file (its `meta.json` next to it) or
+  an export directory (then `dtype` picks the variant: "float32", "bfloat16" or "onnx"). Returns
+  an `Artifact`, or for ONNX an `onnx_export.OnnxArtifact` (onnxruntime, no jax) called alike."""
   if os.path.isdir(path):
     meta = read_meta(path)
-    path = os.path.join(path, meta["artifacts"][dtype])
-  else:
-    meta = read_meta(os.path.dirname(path) or ".")
+    if dtype not in meta["artifacts"]:
+      raise KeyError(f"{path}: no {dtype!r} artifact in meta.json (it has "
+                     f"{sorted(meta['artifacts'])})")
+    return load(os.path.join(path, meta["artifacts"][dtype]))
+  if path.endswith(".onnx"):
+    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (NumPy and onnxruntime)
+    return onnx_export.load(path)
+  import jax  # noqa: PLC0415
+  meta = read_meta(os.path.dirname(path) or ".")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such exported artifact")
   with open(path, "rb") as f:

@@ -9,7 +9,8 @@ Two sources of the network:
   * the workdir's newest good checkpoint (`predict_folder`; a distilled student needs no teacher);
   * an exported artifact, `predict.exported=PATH` (`predict_exported`): jax, numpy and Pillow
     only — this path imports neither flax nor `lix_jax.models` (nor the trainer), and colours the
-    labels with the palette of the artifact's `meta.json`.
+    labels with the palette of the artifact's `meta.json`. A `PATH.onnx` runs with onnxruntime,
+    numpy and Pillow (no jax).
 
 This module imports only NumPy and Pillow at the top; each path imports what it needs.
 """
@@ -136,12 +137,13 @@ def _raw_x(config, meta, depth: np.ndarray) -> np.ndarray:
 
 
 def predict_exported(config, workdir: str) -> dict[str, int]:
-  """Predicts with the artifact `predict.exported` (jax, numpy and Pillow only).
+  """Predicts with the artifact `predict.exported` (jax, numpy and Pillow only; a `.onnx` file:
+  onnxruntime, numpy and Pillow).
 
   Images of any size: `export.segment` pads them to multiples of the artifact's stride and crops
   the labels back. PNG colours: the artifact's `meta.json` palette.
   """
-  from lix_jax.experiments import export  # noqa: PLC0415  (jax and numpy only)
+  from lix_jax.experiments import export  # noqa: PLC0415  (numpy; jax or onnxruntime to load)
 
   input_dir, files, output_dir = _image_files(config)
   output_dir = output_dir or os.path.join(workdir, "predictions")
