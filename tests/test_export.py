@@ -240,11 +240,11 @@ def test_readme_eval_and_predict_need_no_teacher_and_export_predicts_the_same(ru
     assert a.shape == b.shape and (a == b).all(-1).mean() >= 0.999, name
 
 
-def _run_readme_example(heading, student, tmp_path, prelude):
-  """Runs the README's Python block after `heading` on a 70x100 frame (not a multiple of 32: the
+def _run_readme_example(heading, student, tmp_path, prelude, page="README.md"):
+  """Runs `page`'s Python block after `heading` on a 70x100 frame (not a multiple of 32: the
   example pads) with `prelude` first; returns (the frame, the labels PNG, the imports printed)."""
   from PIL import Image
-  with open(os.path.join(REPO, "README.md")) as f:
+  with open(os.path.join(REPO, page)) as f:
     text = f.read()
   code = text.split(f"{heading}\n\n```python\n", 1)[1].split("```", 1)[0]
   frame = os.path.join(_images(str(tmp_path), sizes=((70, 100),)), "img0.png")
@@ -255,9 +255,9 @@ def _run_readme_example(heading, student, tmp_path, prelude):
   return frame, np.asarray(Image.open(tmp_path / "labels.png")), proc.stdout.split("IMPORTED", 1)[1]
 
 
-def test_readme_example_segments_an_image_with_jax_numpy_and_pillow(runs, tmp_path):
+def test_docs_example_segments_an_image_with_jax_numpy_and_pillow(runs, tmp_path):
   _, labels, imported = _run_readme_example("With jax, NumPy and Pillow only:", runs[2], tmp_path,
-                                            BLOCK_IMPORTS)
+                                            BLOCK_IMPORTS, page="docs/running.md")
   assert "flax" not in imported
   assert labels.shape == (70, 100, 3)
 
