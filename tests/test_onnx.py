@@ -129,7 +129,7 @@ def test_onnx_artifact_names_bad_input(tmp_path):
   with pytest.raises(ValueError, match=r"teacher also takes x \(depth\)"):
     artifact(np.zeros((1, 32, 32, 3), np.uint8))
   with pytest.raises(FileNotFoundError, match="meta.json"):
-    onnx_export.load(str(tmp_path / "student.onnx"))
+    export.load(str(tmp_path / "student.onnx"))
 
 
 def test_kitti_config_student_converts_at_native_size():

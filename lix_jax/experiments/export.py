@@ -31,8 +31,8 @@ cuda and tpu where this jax can lower for them).
 
 Reading an artifact (`load`, `Artifact`) needs jax and numpy only — neither flax nor
 `lix_jax.models` is imported by this module; the writer imports them inside its functions. jax
-too is imported where it is used, so that `load` of a `.onnx` file, `segment`, `read_meta` and
-`palette_lut` need NumPy (and onnxruntime) only.
+too is imported where it is used, so that `load` of a `.onnx` file, `segment` and `read_meta`
+need NumPy (and onnxruntime) only.
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from lix_jax import viz
 
 EXPORT_DIR = "export"
 META_FILE = "meta.json"
@@ -291,7 +293,7 @@ class Artifact:
 
   def colorize(self, labels) -> np.ndarray:
     """[..., H, W] class ids -> [..., H, W, 3] uint8 with meta.json's palette (255 black)."""
-    return palette_lut(self.meta)[np.asarray(labels).astype(np.int64)]
+    return viz.palette_lut(self.meta["palette"])[np.asarray(labels).astype(np.int64)]
 
 
 def segment(artifact: Artifact, image, x=None) -> tuple[np.ndarray, np.ndarray]:
@@ -326,14 +328,6 @@ def segment(artifact: Artifact, image, x=None) -> tuple[np.ndarray, np.ndarray]:
   return (labels[0], logits[0]) if single else (labels, logits)
 
 
-def palette_lut(meta: dict[str, Any]) -> np.ndarray:
-  """A 256-entry uint8 colour table from meta.json's palette; other ids (and 255) black."""
-  lut = np.zeros((256, 3), np.uint8)
-  palette = np.asarray(meta["palette"], np.uint8)
-  lut[:len(palette)] = palette
-  return lut
-
-
 def load(path: str, dtype: str = "float32"):
   """Loads an artifact: `path` is a `.jaxexport` or `.onnx` file (its `meta.json` next to it) or
   an export directory (then `dtype` picks the variant: "float32", "bfloat16" or "onnx"). Returns
@@ -344,13 +338,13 @@ def load(path: str, dtype: str = "float32"):
       raise KeyError(f"{path}: no {dtype!r} artifact in meta.json (it has "
                      f"{sorted(meta['artifacts'])})")
     return load(os.path.join(path, meta["artifacts"][dtype]))
-  if path.endswith(".onnx"):
-    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (NumPy and onnxruntime)
-    return onnx_export.load(path)
-  import jax  # noqa: PLC0415
   meta = read_meta(os.path.dirname(path) or ".")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such exported artifact")
+  if path.endswith(".onnx"):
+    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (NumPy and onnxruntime)
+    return onnx_export.load(path, meta)
+  import jax  # noqa: PLC0415
   with open(path, "rb") as f:
     exported = jax.export.deserialize(bytearray(f.read()))
   return Artifact(exported, meta)

@@ -194,15 +194,12 @@ class OnnxArtifact:
 
   def colorize(self, labels) -> np.ndarray:
     """[..., H, W] class ids -> [..., H, W, 3] uint8 with meta.json's palette (255 black)."""
-    from lix_jax.experiments import export  # noqa: PLC0415  (its reading helpers need no jax)
-    return export.palette_lut(self.meta)[np.asarray(labels).astype(np.int64)]
+    from lix_jax import viz  # noqa: PLC0415  (NumPy only)
+    return viz.palette_lut(self.meta["palette"])[np.asarray(labels).astype(np.int64)]
 
 
-def load(path: str, providers=PROVIDERS) -> OnnxArtifact:
-  """Loads `path` (a `.onnx` file, its `meta.json` next to it) into an onnxruntime session."""
+def load(path: str, meta: dict[str, Any], providers=PROVIDERS) -> OnnxArtifact:
+  """`path` (a `.onnx` file) in an onnxruntime session, with its `meta` (`export.load` reads
+  meta.json and calls this)."""
   import onnxruntime  # noqa: PLC0415
-  from lix_jax.experiments import export  # noqa: PLC0415
-  meta = export.read_meta(os.path.dirname(path) or ".")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such exported artifact")
   return OnnxArtifact(onnxruntime.InferenceSession(path, providers=list(providers)), meta)
