@@ -15,3 +15,18 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # The persistent compilation cache, as `lix_jax.main` sets it (STACK_FACTS): a program another test,
 # worker or CLI subprocess compiled already loads instead of compiling again.
 config_lib.enable_compilation_cache()
+
+
+# The CLI end-to-end files first, the heaviest first, then the rest in collection order: xdist
+# (`--dist loadfile`, with `--no-loadscope-reorder` in pyproject.toml's addopts) hands whole files
+# to the workers in this order, so no long file starts last and runs alone at the end. The tiny
+# pipeline (test_cli) runs beside the ResNet-50 and format rehearsals, which compile programs of
+# their own (other XLA flags); the files after it load its compiled programs from the persistent
+# cache instead of compiling them a second time in parallel.
+HEAVY_FIRST = ("test_cli.py", "test_rehearsal_e2e.py", "test_rehearsal_formats_e2e.py",
+               "test_reliability.py", "test_multiprocess.py", "test_export.py", "test_steps.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: file order kept.

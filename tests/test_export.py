@@ -1,7 +1,9 @@
 """Shipping a run (issues 22, 34): jax.export and ONNX artifacts, predict from them without flax
 (and from the ONNX one without jax), and eval / predict of a distilled student without its teacher.
 
-One module-scoped pair of tiny runs (a 2-step teacher, a 2-step LIX student) feeds every test.
+One module-scoped pair of tiny runs (a teacher, a LIX student with unlabelled frames, both of the
+`tiny` preset's 6 steps, so that their step programs are the tiny pipeline's, loaded from the
+persistent compilation cache once tests/test_cli.py compiled them) feeds every test.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMON = ("--config=configs/synthetic.py:tiny", "--config.train.num_steps=2",
+COMMON = ("--config=configs/synthetic.py:tiny",
           "--config.train.log_every=1", "--config.train.eval_every=1000",
           "--config.train.ckpt_every=1000")
 META_KEYS = ("format_version", "lix_jax_version", "kind", "artifacts", "platforms", "inputs",
@@ -74,7 +76,7 @@ def runs(tmp_path_factory):
   run([*COMMON, f"--workdir={teacher}", f"--config.data.data_dir={data_dir}",
        "--config.mode=train_teacher"])
   run([*COMMON, f"--workdir={student}", f"--config.data.data_dir={data_dir}",
-       "--config.mode=distill", "--config.distill.method=lix", "--config.distill.unlabeled_split=",
+       "--config.mode=distill", "--config.distill.method=lix",
        f"--config.distill.teacher_workdir={teacher}"])
   return data_dir, teacher, student
 

@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_STEPS = 8
+# The `tiny` preset's length: the step programs (the schedule is part of them) are then the tiny
+# pipeline's, loaded from the persistent compilation cache once tests/test_cli.py compiled them.
+NUM_STEPS = 6
 # Logged every step; checkpoints only at the end (eval_every/ckpt_every beyond NUM_STEPS), so the
 # checkpoint a preempted run resumes from can only come from the signal.
 COMMON = ("--config.train.log_every=1", "--config.train.ckpt_every=1000",
@@ -143,7 +145,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("teacher"))
-  run(_cmd(workdir, data_dir, "--config.mode=train_teacher", "--config.train.num_steps=3",
+  run(_cmd(workdir, data_dir, "--config.mode=train_teacher", f"--config.train.num_steps={NUM_STEPS}",
            "--config.train.eval_every=1000"))
   return workdir
 

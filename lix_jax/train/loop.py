@@ -206,6 +206,11 @@ def _run(task: Task, dp: sharding.DataParallel, run: _Run, workdir: str, num_ste
           raise Preempted(stopping, step, os.path.join(ckpt_dir, str(step)))
       if pending is not None:
         check_finite(*pending)
+      if num_steps == 0 and start_step == 0:
+        # A zero-step run (initialise, e.g. from ImageNet weights; evaluate; export) still leaves
+        # its state, so that it can teach or be resumed like any finished run.
+        val_metrics = evaluate(config, dp, eval_fn, task.variables(state), config.data.eval_split)
+        save(0, metrics={"miou": float(val_metrics["miou"])}, force=True)
       bar.close()
       checkpointer.wait_until_finished()
       result = {"step": int(dp.fetch(state.step))}
