@@ -206,9 +206,10 @@ def _run(task: Task, dp: sharding.DataParallel, run: _Run, workdir: str, num_ste
           raise Preempted(stopping, step, os.path.join(ckpt_dir, str(step)))
       if pending is not None:
         check_finite(*pending)
-      if num_steps == 0 and start_step == 0:
+      if num_steps == 0 and checkpointer.latest_step() is None:
         # A zero-step run (initialise, e.g. from ImageNet weights; evaluate; export) still leaves
-        # its state, so that it can teach or be resumed like any finished run.
+        # its state, so that it can teach or be resumed like any finished run (once: a re-run
+        # resumes from it like any other).
         val_metrics = evaluate(config, dp, eval_fn, task.variables(state), config.data.eval_split)
         save(0, metrics={"miou": float(val_metrics["miou"])}, force=True)
       bar.close()
