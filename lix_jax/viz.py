@@ -41,15 +41,6 @@ def _lut(palette: np.ndarray | None) -> np.ndarray:
   return lut
 
 
-def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
-  """A 256-entry uint8 colour table of an exported network's palette (meta.json's "palette"):
-  ids past the palette, and 255, are black (unlike `colorize`, which gives them fixed colours)."""
-  lut = np.zeros((256, 3), np.uint8)
-  palette = np.asarray(palette, np.uint8)
-  lut[:len(palette)] = palette
-  return lut
-
-
 def colorize(label_map: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
   """Colours a label map.
 

@@ -120,8 +120,8 @@ def test_max_pool_replay_equals_the_nhwc_max_pool():
 
 
 def test_onnx_artifact_names_bad_input(tmp_path):
-  artifact = onnx_export.OnnxArtifact(session=None, meta={"stride": 32, "kind": "teacher",
-                                                          "x_modality": "depth"})
+  artifact = export.OnnxArtifact(session=None, meta={"stride": 32, "kind": "teacher",
+                                                     "x_modality": "depth"})
   with pytest.raises(ValueError, match=r"uint8 \[B, H, W, 3\], got float32"):
     artifact(np.zeros((1, 32, 32, 3), np.float32))
   with pytest.raises(ValueError, match=r"\(40, 32\): H and W must be multiples of 32"):

@@ -11,5 +11,5 @@ artifact imports neither flax nor the trainer):
   results_csv results files: DESIGN §6 columns, atomic writes, merging runs into committed files.
   predict     colourised predictions of a folder of images (a checkpoint or an exported artifact).
   export      jax.export artifacts of a finished network, and how a car-side process calls one.
-  onnx_export the same network as ONNX (jax2onnx), and how onnxruntime runs it (no jax).
+  onnx_export the same network as ONNX (jax2onnx); `export.load` runs it with onnxruntime.
 """

@@ -44,8 +44,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lix_jax import viz
-
 EXPORT_DIR = "export"
 META_FILE = "meta.json"
 META_VERSION = 1
@@ -267,8 +265,34 @@ def _write_bytes(path: str, blob: bytes) -> None:
 # -------------------------------------------------------------------------------------------------
 # Reading (jax and numpy only).
 # -------------------------------------------------------------------------------------------------
-class Artifact:
-  """A loaded artifact: `labels, logits = artifact(image_uint8[, x])`.
+class _Loaded:
+  """What every loaded artifact shares: its `meta.json`, input checks and palette."""
+
+  def __init__(self, meta: dict[str, Any]):
+    self.meta = meta
+
+  def _inputs(self, image, x, stride: int | None = None) -> tuple[np.ndarray, ...]:
+    """(image uint8 [B, H, W, 3][, x float32]) checked against meta.json (and H, W multiples of
+    `stride` where the runtime needs them)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3:
+      raise ValueError(f"image must be uint8 [B, H, W, 3], got {image.dtype} {image.shape}")
+    if stride and (image.shape[1] % stride or image.shape[2] % stride):
+      raise ValueError(f"image of size {image.shape[1:3]}: H and W must be multiples of {stride} "
+                       "(export.segment pads)")
+    if not self.meta.get("x_modality"):
+      return (image,)
+    if x is None:
+      raise ValueError(f"this {self.meta['kind']} also takes x ({self.meta['x_modality']})")
+    return image, np.asarray(x, np.float32)
+
+  def colorize(self, labels) -> np.ndarray:
+    """[..., H, W] class ids -> [..., H, W, 3] uint8 with meta.json's palette (255 black)."""
+    return palette_lut(self.meta)[np.asarray(labels).astype(np.int64)]
+
+
+class Artifact(_Loaded):
+  """A loaded `.jaxexport`: `labels, logits = artifact(image_uint8[, x])`.
 
   Attributes:
     meta: the `meta.json` contents.
@@ -276,24 +300,33 @@ class Artifact:
   """
 
   def __init__(self, exported, meta: dict[str, Any]):
+    super().__init__(meta)
     self.exported = exported
-    self.meta = meta
 
   def __call__(self, image, x=None):
     """image uint8 [B, H, W, 3] (and x float32 [B, H, W, Cx] for a teacher) -> (labels, logits)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3:
-      raise ValueError(f"image must be uint8 [B, H, W, 3], got {image.dtype} {image.shape}")
-    args = (image,)
-    if self.meta.get("x_modality"):
-      if x is None:
-        raise ValueError(f"this {self.meta['kind']} also takes x ({self.meta['x_modality']})")
-      args += (np.asarray(x, np.float32),)
-    return self.exported.call(*args)
+    return self.exported.call(*self._inputs(image, x))
 
-  def colorize(self, labels) -> np.ndarray:
-    """[..., H, W] class ids -> [..., H, W, 3] uint8 with meta.json's palette (255 black)."""
-    return viz.palette_lut(self.meta["palette"])[np.asarray(labels).astype(np.int64)]
+
+class OnnxArtifact(_Loaded):
+  """A loaded `.onnx` (onnxruntime, no jax), called as `Artifact`.
+
+  Attributes:
+    meta: the `meta.json` contents.
+    session: the `onnxruntime.InferenceSession`.
+  """
+
+  def __init__(self, session, meta: dict[str, Any]):
+    super().__init__(meta)
+    self.session = session
+
+  def __call__(self, image, x=None) -> tuple[np.ndarray, np.ndarray]:
+    """image uint8 [B, H, W, 3] (and x float32 [B, H, W, Cx] for a teacher), H and W multiples of
+    the stride -> (labels int32 [B, H, W], logits float32 [B, H, W, K])."""
+    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (its names; NumPy only)
+    feeds = dict(zip(onnx_export.INPUT_NAMES, self._inputs(image, x, int(self.meta["stride"]))))
+    labels, logits = self.session.run(list(onnx_export.OUTPUT_NAMES), feeds)
+    return labels, logits
 
 
 def segment(artifact: Artifact, image, x=None) -> tuple[np.ndarray, np.ndarray]:
@@ -328,10 +361,18 @@ def segment(artifact: Artifact, image, x=None) -> tuple[np.ndarray, np.ndarray]:
   return (labels[0], logits[0]) if single else (labels, logits)
 
 
+def palette_lut(meta: dict[str, Any]) -> np.ndarray:
+  """A 256-entry uint8 colour table from meta.json's palette; other ids (and 255) black."""
+  lut = np.zeros((256, 3), np.uint8)
+  palette = np.asarray(meta["palette"], np.uint8)
+  lut[:len(palette)] = palette
+  return lut
+
+
 def load(path: str, dtype: str = "float32"):
   """Loads an artifact: `path` is a `.jaxexport` or `.onnx` file (its `meta.json` next to it) or
   an export directory (then `dtype` picks the variant: "float32", "bfloat16" or "onnx"). Returns
-  an `Artifact`, or for ONNX an `onnx_export.OnnxArtifact` (onnxruntime, no jax) called alike."""
+  an `Artifact`, or for ONNX an `OnnxArtifact` (onnxruntime, no jax) called alike."""
   if os.path.isdir(path):
     meta = read_meta(path)
     if dtype not in meta["artifacts"]:
@@ -342,8 +383,10 @@ def load(path: str, dtype: str = "float32"):
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such exported artifact")
   if path.endswith(".onnx"):
-    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (NumPy and onnxruntime)
-    return onnx_export.load(path, meta)
+    import onnxruntime  # noqa: PLC0415
+    from lix_jax.experiments import onnx_export  # noqa: PLC0415  (its names; NumPy only)
+    return OnnxArtifact(onnxruntime.InferenceSession(path, providers=list(onnx_export.PROVIDERS)),
+                        meta)
   import jax  # noqa: PLC0415
   with open(path, "rb") as f:
     exported = jax.export.deserialize(bytearray(f.read()))

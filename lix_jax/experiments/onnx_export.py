@@ -1,4 +1,4 @@
-"""ONNX artifacts of a finished network (DESIGN §6 "Export") and how ONNX Runtime runs one.
+"""ONNX artifacts of a finished network (DESIGN §6 "Export"); `export.load` runs one (onnxruntime).
 
 `export.export_run` also writes `<workdir>/export/{student,teacher}.onnx`: the same function as the
 float32 `.jaxexport` (`export.deployable_fn`: uint8 RGB in, normalisation inside, int32 labels and
@@ -25,8 +25,8 @@ plugins). Both rewrites are needed with 0.12.5 and 0.17.1 alike. Pinned: jax2onn
 requirements admit orbax-checkpoint 0.12 (0.13 and later want < 0.11.37); 0.17.1 converts the
 same way (checked at opset 17).
 
-Writing needs jax and jax2onnx (`pip install lix_jax[onnx]`); reading (`load`, `OnnxArtifact`)
-needs NumPy and onnxruntime only.
+Writing needs jax and jax2onnx (`pip install lix_jax[onnx]`); reading (`export.load`,
+`export.OnnxArtifact`) needs NumPy and onnxruntime only.
 """
 from __future__ import annotations
 
@@ -37,8 +37,6 @@ import os
 import pathlib
 import time
 from typing import Any
-
-import numpy as np
 
 # 18, not 17: jax2onnx 0.12.5 writes the teacher's `jnp.any` as ReduceMax with an axes input
 # (opset 18) whatever the opset asked for. onnxruntime >= 1.14 and TensorRT >= 10 run opset 18.
@@ -157,49 +155,3 @@ def write(fn, specs, path: str, *, model_name: str) -> dict[str, Any]:
   logging.info("Wrote %s (%s) in %.1f s", path, converter, time.perf_counter() - start)
   return {"opset": OPSET, "inputs": list(INPUT_NAMES[:len(specs)]),
           "outputs": list(OUTPUT_NAMES), "converter": converter}
-
-
-# -------------------------------------------------------------------------------------------------
-# Reading (NumPy and onnxruntime only).
-# -------------------------------------------------------------------------------------------------
-class OnnxArtifact:
-  """A loaded `.onnx` artifact, called as `export.Artifact`: `labels, logits = net(image[, x])`.
-
-  Attributes:
-    meta: the `meta.json` contents.
-    session: the `onnxruntime.InferenceSession`.
-  """
-
-  def __init__(self, session, meta: dict[str, Any]):
-    self.session = session
-    self.meta = meta
-
-  def __call__(self, image, x=None) -> tuple[np.ndarray, np.ndarray]:
-    """image uint8 [B, H, W, 3] (and x float32 [B, H, W, Cx] for a teacher), H and W multiples of
-    the stride -> (labels int32 [B, H, W], logits float32 [B, H, W, K])."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3:
-      raise ValueError(f"image must be uint8 [B, H, W, 3], got {image.dtype} {image.shape}")
-    stride = int(self.meta["stride"])
-    if image.shape[1] % stride or image.shape[2] % stride:
-      raise ValueError(f"image of size {image.shape[1:3]}: H and W must be multiples of {stride} "
-                       "(export.segment pads)")
-    feeds = {"image": image}
-    if self.meta.get("x_modality"):
-      if x is None:
-        raise ValueError(f"this {self.meta['kind']} also takes x ({self.meta['x_modality']})")
-      feeds["x"] = np.asarray(x, np.float32)
-    labels, logits = self.session.run(list(OUTPUT_NAMES), feeds)
-    return labels, logits
-
-  def colorize(self, labels) -> np.ndarray:
-    """[..., H, W] class ids -> [..., H, W, 3] uint8 with meta.json's palette (255 black)."""
-    from lix_jax import viz  # noqa: PLC0415  (NumPy only)
-    return viz.palette_lut(self.meta["palette"])[np.asarray(labels).astype(np.int64)]
-
-
-def load(path: str, meta: dict[str, Any], providers=PROVIDERS) -> OnnxArtifact:
-  """`path` (a `.onnx` file) in an onnxruntime session, with its `meta` (`export.load` reads
-  meta.json and calls this)."""
-  import onnxruntime  # noqa: PLC0415
-  return OnnxArtifact(onnxruntime.InferenceSession(path, providers=list(providers)), meta)
