@@ -1,8 +1,11 @@
-"""Test set-up: 8 simulated CPU devices, set before jax is imported anywhere."""
+"""Test set-up: 8 simulated CPU devices and the suite's XLA flags (tests/cli_env.py), set before jax is
+imported anywhere."""
 import os
 
+from cli_env import FAST_COMPILE
+
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -21,8 +24,8 @@ config_lib.enable_compilation_cache()
 # (`--dist loadfile`, with `--no-loadscope-reorder` in pyproject.toml's addopts) hands whole files
 # to the workers in this order, so no long file starts last and runs alone at the end. The tiny
 # pipeline (test_cli) runs beside the ResNet-50 and format rehearsals, which compile programs of
-# their own (other XLA flags); the files after it load its compiled programs from the persistent
-# cache instead of compiling them a second time in parallel.
+# their own (other networks and shapes); the files after it load its compiled programs from the
+# persistent cache instead of compiling them a second time in parallel.
 HEAVY_FIRST = ("test_cli.py", "test_rehearsal_e2e.py", "test_rehearsal_formats_e2e.py",
                "test_reliability.py", "test_multiprocess.py", "test_export.py", "test_steps.py")
 

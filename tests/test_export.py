@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from cli_env import cli_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ("--config=configs/synthetic.py:tiny",
           "--config.train.log_every=1", "--config.train.eval_every=1000",
@@ -45,8 +47,7 @@ BLOCKER = BLOCK_IMPORTS + RUN_MAIN
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-              JAX_PLATFORMS="cpu")
+  return cli_env(2)
 
 
 def run(args, *, python_args=("-m", "lix_jax.main"), timeout=600):

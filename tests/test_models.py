@@ -93,10 +93,17 @@ def test_padding_semantics_equal_explicit_zero_padding():
   padded = jnp.pad(img, ((0, 0), (0, 64 - HW[0]), (0, 96 - HW[1]), (0, 0)))
   (logits, taps), _ = _jit_apply(model, False)(v, img)
   (logits_p, taps_p), _ = _jit_apply(model, False)(v, padded)
-  np.testing.assert_allclose(logits, logits_p[:, :HW[0], :HW[1]], atol=1e-5, rtol=1e-5)
+  # Equal up to float32 rounding at the tensors' scale (the fake weights give logits of ~200 and
+  # XLA may sum in another order per shape: ~1e-6 of the scale); padding leaking in moves ~1e-2.
+  _assert_close_at_scale(logits, logits_p[:, :HW[0], :HW[1]])
   for name, t in taps.items():
     h, w = t.shape[1:3]
-    np.testing.assert_allclose(t, taps_p[name][:, :h, :w], atol=1e-5, rtol=1e-5)
+    _assert_close_at_scale(t, taps_p[name][:, :h, :w], err_msg=name)
+
+
+def _assert_close_at_scale(actual, desired, err_msg=""):
+  np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-5 * float(np.max(np.abs(desired))),
+                             err_msg=err_msg)
 
 
 # ------------------------------------------------------------------------------------- fusion

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from cli_env import FAST_COMPILE, cli_env
 from lix_jax import data as data_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +35,6 @@ def _logged(workdir):
   return train, evals
 
 
-ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def one_process_of_four(tmp_path_factory):
   data_lib.get_source("synthetic_driving", "train", data_dir=str(data_dir), builder_config="tiny")
   one = subprocess.run(
       [sys.executable, "-m", "lix_jax.main", *_args(base / "one", data_dir, "shard_map")], cwd=REPO,
-      env=dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+      env=cli_env(4),
       capture_output=True, text=True, timeout=900)
   assert one.returncode == 0, one.stderr[-4000:]
   return data_dir, base / "one"
@@ -59,7 +59,8 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path, backen
   data_dir, one_dir = one_process_of_four
   multi = subprocess.run(
       ["bash", "launch/local_multiprocess.sh", "2", "2", "--", sys.executable, "-m", "lix_jax.main",
-       *_args(tmp_path / "two", data_dir, backend)], cwd=REPO, env=dict(ENV, LOG_DIR=str(tmp_path)),
+       *_args(tmp_path / "two", data_dir, backend)], cwd=REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_COMPILE, LOG_DIR=str(tmp_path)),
       capture_output=True, text=True, timeout=900)
   logs = "\n".join(open(tmp_path / f"lix_process_{i}.log").read()[-3000:] for i in range(2))
   assert multi.returncode == 0, logs

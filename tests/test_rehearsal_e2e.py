@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from cli_env import cli_env
 from fixtures_real import torchvision_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,18 +34,11 @@ SMALL = ("--config.teacher.backbone=resnet18", "--config.teacher.width=0.125",
 # The training crop, shrunk for CI time (compile time barely depends on it, step time does); the
 # images are still read, converted, evaluated and predicted at their native size.
 CROP = "--config.data.crop_hw=(96,192)"
-# XLA's CPU optimisation passes off for these CLI runs only (each compiles its networks for one or
-# two steps): the ResNet-50 duplex teacher's train step compiles with ~27 % less CPU time and the
-# tiny-width runs take ~8 % less wall time, while the compiled code runs 2-3x slower (a wash for
-# the ResNet-50 test as a whole). Losses and gradients agree to float rounding. The rest of the
-# suite keeps XLA's defaults.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def cli(root, data_dir, workdir, *args, config="configs/kitti_semantics.py", num_steps=2):
   """`python -m lix_jax.main` on 2 CPU devices as a user runs it; asserts exit status 0."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}")
+  env = cli_env(2)
   cmd = [sys.executable, "-m", "lix_jax.main", f"--config={config}",
          f"--workdir={workdir}", f"--config.data.root={root}", f"--config.data.data_dir={data_dir}",
          f"--config.train.num_steps={num_steps}", "--config.train.batch_size=2",

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_env import cli_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The `tiny` preset's length: the step programs (the schedule is part of them) are then the tiny
 # pipeline's, loaded from the persistent compilation cache once tests/test_cli.py compiled them.
@@ -34,7 +36,7 @@ TIMING_KEYS = ("images_per_s",)
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  return cli_env(2)
 
 
 def _cmd(workdir, data_dir, *overrides):
