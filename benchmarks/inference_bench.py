@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without `pip in
   sys.path.insert(0, str(REPO))
 
 from lix_jax import models  # noqa: E402
-from lix_jax.experiments import export  # noqa: E402
+from lix_jax.experiments import export, onnx_export  # noqa: E402
 from lix_jax.data import geometry, pipeline  # noqa: E402
 from lix_jax.models import networks  # noqa: E402
 from benchmarks.rounds import Rounds  # noqa: E402
@@ -142,9 +142,9 @@ def entries(networks_: dict[str, Network], batches=BATCHES):
       name = f"{kind} B={batch} {net.hw[0]}x{net.hw[1]}"
       out.append((name, functools.partial(net.call, *net.inputs(batch)), batch))
     for batch in batches if net.session else ():
-      feeds = dict(zip(("image", "x"), (np.asarray(a) for a in net.inputs(batch))))
+      feeds = dict(zip(onnx_export.INPUT_NAMES, (np.asarray(a) for a in net.inputs(batch))))
       out.append((f"{kind} onnxruntime B={batch} {net.hw[0]}x{net.hw[1]}",
-                  functools.partial(net.session.run, ["labels", "logits"], feeds), batch))
+                  functools.partial(net.session.run, list(onnx_export.OUTPUT_NAMES), feeds), batch))
   return out
 
 
