@@ -203,3 +203,39 @@ def test_a_teacher_of_another_config_is_named():
                      match=r"data\.x_modality: \"depth\" -> \"normal\"; teacher\.width: 0\.25 -> 0\.5"):
     config_lib.check_teacher(_stored(base), config_lib.with_overrides(
         base, {"teacher.width": 0.5, "data.x_modality": "normal"}), where="/t")
+
+
+def test_sweep_table_is_written_after_every_entry_and_finished_entries_are_reused(tmp_path):
+  """A long sweep has its `sweep.csv` while it runs: rewritten after each entry that ran, with the
+  rows of unfinished entries empty; an interrupted sweep runs only what is not finished."""
+  import csv
+
+  from lix_jax.experiments import sweep
+
+  sweep_file = tmp_path / "s.py"
+  sweep_file.write_text('def get_sweep():\n  return [{"name": f"e{i}", "distill.kappa": float(i)}'
+                        ' for i in (1, 2, 3)]\n')
+  base, workdir = config_lib.with_overrides(base_config(), {"mode": "distill"}), tmp_path / "sweep"
+  tables, ran = [], []
+
+  def dispatch(config, entry_dir):  # A finished run, as the trainer leaves it.
+    ran.append(os.path.basename(entry_dir))
+    if os.path.exists(workdir / "sweep.csv"):
+      with open(workdir / "sweep.csv") as f:
+        tables.append([r["val_miou"] for r in csv.DictReader(f)])
+    if ran == ["e1", "e2"]:
+      raise KeyboardInterrupt  # The sweep is stopped in its second entry.
+    os.makedirs(entry_dir)
+    reliability.write_config(entry_dir, _stored(config))
+    miou = config.distill.kappa / 10
+    reliability.write_json(os.path.join(entry_dir, "final_metrics.json"), {
+        "step": config.train.num_steps, "validation": {"miou": miou, "pixel_acc": 0.9},
+        "test": {"miou": 0.0}})
+
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run_sweep(base, str(sweep_file), str(workdir), index=None, dispatch=dispatch)
+  rows = sweep.run_sweep(base, str(sweep_file), str(workdir), index=None, dispatch=dispatch)
+  assert ran == ["e1", "e2", "e2", "e3"]  # e1 is re-used, not run again.
+  # Read at the start of each dispatch: nothing before e1; e1 only before e2, twice; e1, e2 before e3.
+  assert tables == [["0.1", "", ""], ["0.1", "", ""], ["0.1", "0.2", ""]]
+  assert [r["val_miou"] for r in rows] == [0.1, 0.2, 0.3]

@@ -7,9 +7,9 @@ r"""Sweeps: one config run once per entry of a sweep file, each in `<workdir>/<e
 A sweep file defines `get_sweep() -> list[dict]`; each dict has a `name` and flattened config
 overrides (`"distill.kappa": -2.0`). Every key must exist in the config (checked for all entries
 before anything runs). Without `--sweep_index` the entries not finished yet are run in order and
-then every finished entry is collected into `<workdir>/sweep.csv` and `sweep.md` (overrides,
-validation mIoU and per-class IoU): after an array job has run each index, the same command only
-collects. Finished entries are re-used when their stored config equals the requested one (DESIGN
+every finished entry is collected into `<workdir>/sweep.csv` and `sweep.md` (overrides, validation
+mIoU and per-class IoU) after each entry and at the end: after an array job has run each index,
+the same command only collects. Finished entries are re-used when their stored config equals the requested one (DESIGN
 §6; otherwise exit 2 naming the keys), so an interrupted sweep resumes. Tune on validation; report
 test. `launch/slurm_sweep.sbatch` fans a sweep out as a SLURM array.
 
@@ -53,6 +53,9 @@ def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
               dispatch: Callable[[Any, str], Any]) -> list[dict[str, Any]]:
   """Runs the sweep's entries (all unfinished ones, or only `index`) and collects the finished.
 
+  Without `index`, `sweep.csv` / `sweep.md` are written again after every entry that ran (rows of
+  unfinished entries empty), so a sweep that takes days has its table while it runs.
+
   Args:
     base: the config every entry's overrides apply to.
     sweep_path: the sweep file.
@@ -81,6 +84,8 @@ def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
     if _entry_result(configs[name], entry_dir) is None:
       logging.info("sweep entry %s -> %s", name, entry_dir)
       dispatch(configs[name], entry_dir)
+      if index is None:
+        collect(entries, configs, workdir)
   if index is not None:
     return []
   rows = collect(entries, configs, workdir)
