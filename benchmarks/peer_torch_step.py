@@ -498,7 +498,7 @@ def main():
       f"cpu count {os.cpu_count()} ({len(os.sched_getaffinity(0))} in this process's affinity), "
       f"{platform.machine()}")
   say(f"load avg at start {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} / "
-      f"{os.getloadavg()[2]:.2f} (1/5/15 min): the machine is shared")
+      f"{os.getloadavg()[2]:.2f} (1/5/15 min; it lags by minutes)")
   say(f"models: teacher {config.teacher.backbone} x{config.teacher.width} duplex "
       f"({config.teacher.fusion}, {config.teacher.fusion_block}), student "
       f"{config.student.backbone} x{config.student.width}, stem imagenet, decoder "
@@ -559,7 +559,7 @@ def main():
   timer.run(args.rounds)
   ref = timer.ms["lix_jax (jit)"]
   say(f"### Step time: median of {args.rounds} interleaved rounds after {args.warmup} warm-up "
-      f"calls; load avg at the end {os.getloadavg()[0]:.2f} (shared machine, loaded)")
+      f"calls; load avg at the end {os.getloadavg()[0]:.2f} (this benchmark's own threads count)")
   say()
   say("| step | median ms [min-max] | images/s | first call s (compile) | ratio to lix_jax, "
       "median per round [min-max] |")
