@@ -278,9 +278,61 @@ def test_recipe_sweep_covers_the_grid_cheap_entries_first():
     frames = c.distill.unlabeled_batch_size if regime == "unlabeled" else 0
     seen.add((method, regime, c.data.photometric, c.data.cutmix_prob, c.train.num_steps, frames))
   recipes = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
-  want = {(m, "labeled", *r, s, 0) for m, r, s in itertools.product(
-      ("lix", "cwd", "kd", "ce"), recipes, (2000, 4000, 8000))}
-  want |= {(m, "unlabeled", *r, s, f) for m, r, s, f in itertools.product(
-      ("lix", "cwd", "kd"), recipes, (2000, 4000, 8000), (16, 32))}
-  assert seen == want and len(entries) == len(want)
-  assert [e["train.num_steps"] for e in entries] == sorted(e["train.num_steps"] for e in entries)
+  want = {(m, "labeled", *r, 2000, 0) for m, r in itertools.product(("lix", "cwd", "kd", "ce"), recipes)}
+  want |= {(m, "unlabeled", *r, 2000, f) for m, r, f in itertools.product(
+      ("lix", "cwd", "kd"), recipes, (16, 32))}
+  assert seen == want and len(entries) == len(want) == 40
+  # The paper's regime first, then the CE student, then 16 frames before 32.
+  regimes = [e["name"].split("_s2000")[1] or e["name"].split("_")[1] for e in entries]
+  assert regimes == ["labeled"] * 16 + ["_u16"] * 12 + ["_u32"] * 12
+
+
+def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
+  """Stage 2 reads stage 1's table: per method and regime its best setting on validation and
+  `off`, at 4 000 then 8 000 steps; an unfinished or missing stage-1 entry is named."""
+  import csv  # noqa: PLC0415
+  import importlib.util  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  sweeps = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps")
+
+  def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(sweeps, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+  stage1, stage2 = load("recipe_seed0"), load("recipe_patience_seed0")
+  winners = {("lix", "labeled"): ("both", 16), ("cwd", "labeled"): ("off", 16),
+             ("kd", "labeled"): ("photo", 16), ("ce", "labeled"): ("cutmix", 16),
+             ("lix", "unlabeled"): ("both", 32), ("cwd", "unlabeled"): ("off", 16),
+             ("kd", "unlabeled"): ("off", 32)}
+  table = tmp_path / "stage1.csv"
+  with open(table, "w", newline="") as f:
+    writer = csv.DictWriter(f, ["name", "val_miou"])
+    writer.writeheader()
+    for i, (method, regime, recipe_name, frames) in enumerate(stage1.settings()):
+      won = winners[method, regime] == (recipe_name, frames)
+      writer.writerow({"name": stage1.entry(method, regime, recipe_name, 2000, frames)["name"],
+                       "val_miou": 0.9 if won else 0.5 + 0.001 * i})
+  entries = stage2.get_sweep(str(table))
+  want = [stage1.entry(m, r, name, steps, frames) for steps in (4000, 8000)
+          for (m, r), winner in winners.items()
+          for name, frames in dict.fromkeys([winner, ("off", 16)])]
+  assert entries == want and len(entries) == 2 * 12  # `off` won twice: 2 of 14 dropped.
+  assert {e["name"] for e in entries} >= {"lix_labeled_both_s4000", "lix_labeled_off_s8000",
+                                          "kd_unlabeled_off_s4000_u32", "kd_unlabeled_off_s4000_u16"}
+  base = config_lib.base_config()
+  for e in entries:
+    config_lib.with_overrides(base, e)
+  rows = table.read_text().splitlines()
+  unfinished = rows[0] + "\n" + "\n".join(r if "cwd_labeled_photo" not in r else r.split(",")[0] + ","
+                                           for r in rows[1:]) + "\n"
+  table.write_text(unfinished)
+  with pytest.raises(ValueError, match="'cwd_labeled_photo_s2000' is not finished"):
+    stage2.get_sweep(str(table))
+  table.write_text("\n".join(r for r in rows if "kd_unlabeled_both_s2000_u32" not in r) + "\n")
+  with pytest.raises(ValueError, match="'kd_unlabeled_both_s2000_u32' is missing"):
+    stage2.get_sweep(str(table))
+  with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+    stage2.get_sweep(str(tmp_path / "nowhere.csv"))

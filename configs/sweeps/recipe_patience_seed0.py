@@ -1,0 +1,75 @@
+r"""Issue 33 §2–3, stage 2: patience (4 000 and 8 000 student steps) for what won the recipe stage.
+
+Stage 1 (`configs/sweeps/recipe_seed0.py`, 2 000 steps) scores every recipe for each method and
+regime on the validation split. A full grid at 4 000 and 8 000 steps would be 80 more runs, about
+60 CPU-hours on 2 cores, most of them settings stage 1 already ruled out; so, as in successive
+halving, only two settings of each method and regime go on:
+
+- its best setting at 2 000 steps (recipe, and in the `unlabeled` regime the number of frames),
+  read from stage 1's committed table `results/sweeps/recipe_seed0_validation.csv`;
+- `off` (no recipe, 16 frames): the schedule's own effect, the reference of the recipe's.
+
+The CE student (labelled images only) goes on likewise: it is the reference of the gap closed.
+Entries keep stage 1's names (`lix_labeled_both_s4000`, `kd_unlabeled_photo_s8000_u32`); 4 000
+steps first, then 8 000. Chosen on validation only; the test split is read once, by the converged
+table with the adopted defaults (§4). Run like stage 1, in a workdir of its own:
+
+  python -m lix_jax.main --config=configs/benchmark.py:converged \
+      --sweep=configs/sweeps/recipe_patience_seed0.py --workdir=workdirs/sweep_recipe_patience_seed0 \
+      --config.seed=0 \
+      --config.distill.teacher_workdir=workdirs/benchmark_converged/teachers/intermediate_depth_seed0
+
+`sweep.csv` is committed as `results/sweeps/recipe_patience_seed0_validation.csv`.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+STAGE1_CSV = os.path.normpath(os.path.join(_HERE, "..", "..", "results", "sweeps",
+                                           "recipe_seed0_validation.csv"))
+SCHEDULES = (4000, 8000)
+
+
+def _stage1():
+  spec = importlib.util.spec_from_file_location("recipe_seed0", os.path.join(_HERE, "recipe_seed0.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def best_settings(csv_path: str = STAGE1_CSV) -> dict[tuple[str, str], tuple[str, int]]:
+  """(method, regime) -> (recipe, frames) of the highest validation mIoU among stage 1's entries.
+
+  Raises:
+    FileNotFoundError: the stage-1 table is not there (run and commit stage 1 first).
+    ValueError: an entry of stage 1 is missing from the table or not finished (named).
+  """
+  stage1 = _stage1()
+  if not os.path.exists(csv_path):
+    raise FileNotFoundError(f"{csv_path}: stage 1's table is missing; run configs/sweeps/"
+                            "recipe_seed0.py and commit its sweep.csv there first")
+  with open(csv_path) as f:
+    miou = {row["name"]: row["val_miou"] for row in csv.DictReader(f)}
+  best: dict[tuple[str, str], tuple[float, str, int]] = {}
+  for method, regime, recipe, frames in stage1.settings():
+    name = stage1.entry(method, regime, recipe, stage1.SCHEDULES[0], frames)["name"]
+    if miou.get(name, "") == "":
+      raise ValueError(f"{csv_path}: stage-1 entry {name!r} is "
+                       f"{'missing' if name not in miou else 'not finished'}")
+    score = float(miou[name])
+    if (method, regime) not in best or score > best[method, regime][0]:
+      best[method, regime] = (score, recipe, frames)
+  return {key: (recipe, frames) for key, (_, recipe, frames) in best.items()}
+
+
+def get_sweep(csv_path: str = STAGE1_CSV):
+  stage1, best = _stage1(), best_settings(csv_path)
+  entries = []
+  for steps in SCHEDULES:
+    for (method, regime), winner in best.items():
+      for recipe, frames in dict.fromkeys([winner, ("off", 16)]):  # Once if `off` won.
+        entries.append(stage1.entry(method, regime, recipe, steps, frames))
+  return entries
