@@ -71,19 +71,22 @@ def test_unknown_preset_lists_the_valid_ones():
     _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("huge")
 
 
-# Sweep files built from an earlier stage's committed table -> that table (results/sweeps/).
-STAGED = {"recipe_patience_seed0.py": "recipe_seed0_validation.csv"}
+# Sweep files built from earlier stages' committed tables -> those tables (results/sweeps/), in
+# the order they are read.
+STAGED = {"recipe_patience_seed0.py": ("recipe_seed0_validation.csv",),
+          "recipe_seeds12.py": ("recipe_seed0_validation.csv", "recipe_patience_seed0_validation.csv")}
 RESULTS_SWEEPS = os.path.join(CONFIG_DIR, "..", "results", "sweeps")
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "sweeps", "*.py"))))
 def test_sweep_overrides_name_existing_keys(path):
   base = _load(os.path.join(CONFIG_DIR, "synthetic.py")).get_config("")
-  stage1_table = STAGED.get(os.path.basename(path))
-  if stage1_table and not os.path.exists(os.path.join(RESULTS_SWEEPS, stage1_table)):
-    # A later stage reads its first stage's committed table (its entries are checked on a
-    # made-up table in test_recipe.py); until that table exists it says which one it needs.
-    with pytest.raises(FileNotFoundError, match=stage1_table):
+  missing = [t for t in STAGED.get(os.path.basename(path), ())
+             if not os.path.exists(os.path.join(RESULTS_SWEEPS, t))]
+  if missing:
+    # A later stage reads the committed tables of the earlier ones (its entries are checked on
+    # made-up tables in test_recipe.py); until they exist it names the first it needs.
+    with pytest.raises(FileNotFoundError, match=missing[0]):
       sweep.load_sweep(path)
     return
   for entry in sweep.load_sweep(path):

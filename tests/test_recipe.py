@@ -287,34 +287,38 @@ def test_recipe_sweep_covers_the_grid_cheap_entries_first():
   assert regimes == ["labeled"] * 16 + ["_u16"] * 12 + ["_u32"] * 12
 
 
+def _sweep_file(name: str):
+  import importlib.util  # noqa: PLC0415
+  import os  # noqa: PLC0415
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _write_sweep_table(path, runs, score) -> None:
+  """A `sweep.csv` with the columns the later stages read: `score(run)` per run."""
+  import csv  # noqa: PLC0415
+  stage1 = _sweep_file("recipe_seed0")
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, ["name", "val_miou"])
+    writer.writeheader()
+    for run in runs:
+      writer.writerow({"name": stage1.entry(*run)["name"], "val_miou": score(run)})
+
+
 def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
   """Stage 2 reads stage 1's table: per method and regime its best setting on validation and
   `off`, at 4 000 then 8 000 steps; an unfinished or missing stage-1 entry is named."""
-  import csv  # noqa: PLC0415
-  import importlib.util  # noqa: PLC0415
-  import os  # noqa: PLC0415
-
-  sweeps = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps")
-
-  def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(sweeps, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-  stage1, stage2 = load("recipe_seed0"), load("recipe_patience_seed0")
+  stage1, stage2 = _sweep_file("recipe_seed0"), _sweep_file("recipe_patience_seed0")
   winners = {("lix", "labeled"): ("both", 16), ("cwd", "labeled"): ("off", 16),
              ("kd", "labeled"): ("photo", 16), ("ce", "labeled"): ("cutmix", 16),
              ("lix", "unlabeled"): ("both", 32), ("cwd", "unlabeled"): ("off", 16),
              ("kd", "unlabeled"): ("off", 32)}
-  table = tmp_path / "stage1.csv"
-  with open(table, "w", newline="") as f:
-    writer = csv.DictWriter(f, ["name", "val_miou"])
-    writer.writeheader()
-    for i, (method, regime, recipe_name, frames) in enumerate(stage1.settings()):
-      won = winners[method, regime] == (recipe_name, frames)
-      writer.writerow({"name": stage1.entry(method, regime, recipe_name, 2000, frames)["name"],
-                       "val_miou": 0.9 if won else 0.5 + 0.001 * i})
+  table, order = tmp_path / "stage1.csv", stage1.runs()
+  _write_sweep_table(table, order, lambda run: 0.9 if winners[run[:2]] == (run[2], run[4])
+                     else 0.5 + 0.001 * order.index(run))
   entries = stage2.get_sweep(str(table))
   want = [stage1.entry(m, r, name, steps, frames) for steps in (4000, 8000)
           for (m, r), winner in winners.items()
@@ -336,3 +340,37 @@ def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
     stage2.get_sweep(str(table))
   with pytest.raises(FileNotFoundError, match="nowhere.csv"):
     stage2.get_sweep(str(tmp_path / "nowhere.csv"))
+
+
+def test_seeds_stage_runs_lix_two_best_settings_per_regime_for_every_method(tmp_path):
+  """Stage 3 ranks LIX's runs of stages 1 and 2 on seed-0 validation, per regime, and runs the
+  two best at seeds 1 and 2 for lix, cwd and kd, with the CE student of each (recipe, steps)."""
+  stage1, stage2, stage3 = (_sweep_file(n) for n in ("recipe_seed0", "recipe_patience_seed0",
+                                                     "recipe_seeds12"))
+  best1 = {("lix", "labeled", "photo", 2000, 16): 0.90, ("lix", "unlabeled", "both", 2000, 32): 0.94}
+  _write_sweep_table(tmp_path / "s1.csv", stage1.runs(), lambda run: best1.get(run, 0.5))
+  stage2_runs = stage2.runs(str(tmp_path / "s1.csv"))
+  best2 = {("lix", "labeled", "photo", 8000, 16): 0.95, ("lix", "unlabeled", "both", 4000, 32): 0.95,
+           ("cwd", "labeled", "off", 8000, 16): 0.99}  # Another method's score ranks nothing.
+  assert set(best2) <= set(stage2_runs)
+  _write_sweep_table(tmp_path / "s2.csv", stage2_runs, lambda run: best2.get(run, 0.5))
+  paths = (str(tmp_path / "s1.csv"), str(tmp_path / "s2.csv"))
+  assert stage3.chosen_settings(*paths) == {"labeled": [("photo", 8000, 16), ("photo", 2000, 16)],
+                                           "unlabeled": [("both", 4000, 32), ("both", 2000, 32)]}
+  entries = stage3.get_sweep(*paths)
+  assert len(entries) == 2 * (12 + 4)
+  names = [e["name"] for e in entries]
+  assert names[:3] == ["lix_labeled_photo_s8000_seed1", "cwd_labeled_photo_s8000_seed1",
+                       "kd_labeled_photo_s8000_seed1"]
+  assert names[12:16] == ["ce_labeled_photo_s8000_seed1", "ce_labeled_photo_s2000_seed1",
+                          "ce_labeled_both_s4000_seed1", "ce_labeled_both_s2000_seed1"]
+  assert names[16:] == [n.replace("_seed1", "_seed2") for n in names[:16]]
+  base = config_lib.base_config()
+  for e in entries:
+    c = config_lib.with_overrides(base, e)
+    seed = int(e["name"][-1])
+    assert c.seed == seed
+    if c.mode == "distill":
+      assert c.distill.teacher_workdir.endswith(f"intermediate_depth_seed{seed}")
+  with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+    stage3.get_sweep(paths[0], str(tmp_path / "nowhere.csv"))

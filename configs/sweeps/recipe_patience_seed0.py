@@ -23,7 +23,6 @@ table with the adopted defaults (§4). Run like stage 1, in a workdir of its own
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
 
@@ -41,35 +40,29 @@ def _stage1():
 
 
 def best_settings(csv_path: str = STAGE1_CSV) -> dict[tuple[str, str], tuple[str, int]]:
-  """(method, regime) -> (recipe, frames) of the highest validation mIoU among stage 1's entries.
-
-  Raises:
-    FileNotFoundError: the stage-1 table is not there (run and commit stage 1 first).
-    ValueError: an entry of stage 1 is missing from the table or not finished (named).
-  """
+  """(method, regime) -> (recipe, frames) of the highest validation mIoU among stage 1's entries
+  (the first in run order on a tie). Raises as `recipe_seed0.validation_miou` (a missing table,
+  a missing or unfinished entry, named)."""
   stage1 = _stage1()
-  if not os.path.exists(csv_path):
-    raise FileNotFoundError(f"{csv_path}: stage 1's table is missing; run configs/sweeps/"
-                            "recipe_seed0.py and commit its sweep.csv there first")
-  with open(csv_path) as f:
-    miou = {row["name"]: row["val_miou"] for row in csv.DictReader(f)}
+  runs = stage1.runs()
   best: dict[tuple[str, str], tuple[float, str, int]] = {}
-  for method, regime, recipe, frames in stage1.settings():
-    name = stage1.entry(method, regime, recipe, stage1.SCHEDULES[0], frames)["name"]
-    if miou.get(name, "") == "":
-      raise ValueError(f"{csv_path}: stage-1 entry {name!r} is "
-                       f"{'missing' if name not in miou else 'not finished'}")
-    score = float(miou[name])
+  for (method, regime, recipe, _, frames), score in zip(
+      runs, stage1.validation_miou(csv_path, runs, "recipe_seed0")):
     if (method, regime) not in best or score > best[method, regime][0]:
       best[method, regime] = (score, recipe, frames)
   return {key: (recipe, frames) for key, (_, recipe, frames) in best.items()}
 
 
-def get_sweep(csv_path: str = STAGE1_CSV):
-  stage1, best = _stage1(), best_settings(csv_path)
-  entries = []
+def runs(csv_path: str = STAGE1_CSV) -> list[tuple[str, str, str, int, int]]:
+  """(method, regime, recipe, steps, frames) of each entry, in run order."""
+  out = []
   for steps in SCHEDULES:
-    for (method, regime), winner in best.items():
+    for (method, regime), winner in best_settings(csv_path).items():
       for recipe, frames in dict.fromkeys([winner, ("off", 16)]):  # Once if `off` won.
-        entries.append(stage1.entry(method, regime, recipe, steps, frames))
-  return entries
+        out.append((method, regime, recipe, steps, frames))
+  return out
+
+
+def get_sweep(csv_path: str = STAGE1_CSV):
+  stage1 = _stage1()
+  return [stage1.entry(*run) for run in runs(csv_path)]

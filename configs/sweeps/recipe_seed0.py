@@ -24,8 +24,13 @@ test):
 Order: labelled regime (the paper's, furthest from its target), the CE student, then 16 unlabelled
 frames, then 32. ~13–18 min a run on 2 CPU cores, about 10 hours in all. Stage 2
 (`recipe_patience_seed0.py`) trains the best setting of each method and regime, and `off`, for
-4 000 and 8 000 steps; then the best two settings at seeds 1 and 2.
+4 000 and 8 000 steps; stage 3 (`recipe_seeds12.py`) LIX's two best settings of each regime at
+seeds 1 and 2, for every method.
 """
+from __future__ import annotations
+
+import csv
+import os
 
 METHODS = ("lix", "cwd", "kd")
 RECIPES = {"off": {}, "photo": {"data.photometric": 0.5}, "cutmix": {"data.cutmix_prob": 0.5},
@@ -58,5 +63,33 @@ def settings(recipes=tuple(RECIPES)) -> list[tuple[str, str, str, int]]:
   return out
 
 
+def runs() -> list[tuple[str, str, str, int, int]]:
+  """(method, regime, recipe, steps, frames) of each entry, in run order (`entry`'s arguments)."""
+  return [(method, regime, recipe, SCHEDULES[0], frames)
+          for method, regime, recipe, frames in settings()]
+
+
+def validation_miou(csv_path: str, runs_, stage: str) -> list[float]:
+  """The validation mIoU of each of `runs_` in a committed sweep table (`sweep.csv`).
+
+  Raises:
+    FileNotFoundError: the table is not there (run `stage` and commit its sweep.csv there first).
+    ValueError: a run is missing from the table or not finished (named).
+  """
+  if not os.path.exists(csv_path):
+    raise FileNotFoundError(f"{csv_path}: {stage}'s table is missing; run configs/sweeps/"
+                            f"{stage}.py and commit its sweep.csv there first")
+  with open(csv_path) as f:
+    miou = {row["name"]: row["val_miou"] for row in csv.DictReader(f)}
+  scores = []
+  for run in runs_:
+    name = entry(*run)["name"]
+    if miou.get(name, "") == "":
+      raise ValueError(f"{csv_path}: {stage} entry {name!r} is "
+                       f"{'missing' if name not in miou else 'not finished'}")
+    scores.append(float(miou[name]))
+  return scores
+
+
 def get_sweep():
-  return [entry(*setting[:3], SCHEDULES[0], setting[3]) for setting in settings()]
+  return [entry(*run) for run in runs()]
