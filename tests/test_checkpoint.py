@@ -125,6 +125,12 @@ def test_keeps_latest_n_and_best(tmp_path):
     assert not c.save(8, state)  # existing step: not overwritten
 
 
+# orbax reads a corrupt step in concurrent coroutines; when one raises, the others are dropped
+# unfinished and Python reports them at garbage collection. The error itself is what is asserted.
+ORBAX_DROPPED_READS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@ORBAX_DROPPED_READS
 def test_fallback_skips_truncated_and_bitflipped_steps(tmp_path, caplog):
   directory = tmp_path / "checkpoints"
   states = {s: _state(s) for s in (1, 2, 3)}
@@ -167,6 +173,7 @@ def test_fallback_skips_truncated_and_bitflipped_steps(tmp_path, caplog):
   _assert_tree_equal(states[1], teacher)
 
 
+@ORBAX_DROPPED_READS
 def test_interrupted_save_ignored_and_nothing_good(tmp_path):
   state = _state(4, n=16)
   with ckpt.Checkpointer(tmp_path, async_save=False) as c:
