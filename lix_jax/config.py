@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_threads = 2
   c.data.num_workers = 0  # > 0: grain worker processes (mp_prefetch); use on GPU/TPU hosts.
   # DESIGN §5's patient and consistent teacher (lix_jax/data/recipe.py), for students and every
-  # method alike, labelled and unlabelled frames; teachers train without it (`TEACHER_IGNORES`).
+  # method alike, labelled and unlabelled frames; a teacher trains with its own (`teacher.*`).
   c.data.photometric = 0.0  # Colour-jitter strength on RGB in [0, 1]; 0 = off.
   c.data.cutmix_prob = 0.0  # Probability of a box pasted from another image of the batch; 0 = off.
   c.data.eval_split = "validation"
@@ -85,6 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
   # ImageNet weights (.safetensors / .pth of a timm or torchvision ResNet; lix_jax.models.pretrained)
   # for the RGB and X encoders; "" = from scratch.
   c.teacher.pretrained = ""
+  # The teacher's own data recipe (the keys of `data.photometric` / `data.cutmix_prob`); off, a
+  # teacher trains as before. Part of the teacher's identity: a distillation run names the values
+  # its teacher was trained with (`check_teacher`).
+  c.teacher.photometric = 0.0
+  c.teacher.cutmix_prob = 0.0
 
   c.student = ml_collections.ConfigDict()
   c.student.backbone = "resnet18"
@@ -258,8 +263,9 @@ OBSERVE_KEYS = frozenset({
 })
 
 
-# Keys a teacher run never reads (`inputs.make_train_iters`): a teacher is trained as before
-# whatever the students' data recipe, so a teacher run is re-used across recipes.
+# Keys a teacher run never reads (`inputs.make_train_iters`: a teacher trains with its own recipe,
+# `teacher.photometric` / `teacher.cutmix_prob`), so a teacher run is re-used across the students'
+# recipes.
 TEACHER_IGNORES = frozenset({"data.photometric", "data.cutmix_prob"})
 
 

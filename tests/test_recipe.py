@@ -192,6 +192,46 @@ def test_evaluation_and_teacher_training_never_see_the_recipe(tmp_path):
   assert len(config_lib.run_config_diff(off.to_dict(), on, "distill")) == 2
 
 
+def test_a_teacher_trains_with_its_own_recipe_which_is_part_of_its_identity(tmp_path):
+  """`teacher.photometric` / `teacher.cutmix_prob` give a teacher run the very batches a student
+  run gets from the same values under `data.*`; students never read them; they shape the teacher
+  and distillation runs, and a distillation run must name its teacher's (check_teacher)."""
+  from lix_jax.train import inputs, task  # noqa: PLC0415
+
+  off = config_lib.base_config()
+  off.data.builder_config, off.data.data_dir = "tiny", str(tmp_path)
+  off.train.batch_size = off.distill.unlabeled_batch_size = 8
+  recipe_values = {"photometric": 0.5, "cutmix_prob": 1.0}
+  teacher_on = config_lib.with_overrides(off, {f"teacher.{k}": v for k, v in recipe_values.items()})
+  students_on = config_lib.with_overrides(off, {f"data.{k}": v for k, v in recipe_values.items()})
+
+  def first_batch(config, role):
+    iters = inputs.make_train_iters(config, role)
+    batch = jax.tree.map(np.asarray, inputs.next_batch(iters))
+    iters.clear()
+    return batch
+
+  plain, teacher = first_batch(off, "teacher"), first_batch(teacher_on, "teacher")
+  student = first_batch(students_on, "student")
+  assert not np.array_equal(teacher["image"], plain["image"])
+  for key in plain:
+    np.testing.assert_array_equal(teacher[key], student[key], err_msg=key)
+    np.testing.assert_array_equal(first_batch(teacher_on, "student")[key],
+                                  first_batch(off, "student")[key], err_msg=key)
+  assert config_lib.run_config_diff(off.to_dict(), teacher_on, "teacher") == [
+      "teacher.cutmix_prob: 0.0 -> 1.0", "teacher.photometric: 0.0 -> 0.5"]
+  assert len(config_lib.run_config_diff(off.to_dict(), teacher_on, "distill")) == 2
+  assert not config_lib.run_config_diff(off.to_dict(), teacher_on, "student")
+  with pytest.raises(config_lib.ConfigMismatchError, match="teacher.photometric: 0.5 -> 0.0"):
+    config_lib.check_teacher(teacher_on.to_dict(), off, where="teachers/t")
+  config_lib.check_teacher(off.to_dict() | {"teacher": {k: v for k, v in off.teacher.items()
+                                                        if k not in recipe_values}},
+                           off, where="a teacher of before these keys")  # Absent = off.
+  with pytest.raises(ValueError, match=r"teacher.cutmix_prob=1.5 must be in \[0, 1\]"):
+    task.check_config(config_lib.with_overrides(off, {"teacher.cutmix_prob": 1.5}), "teacher")
+  task.check_config(config_lib.with_overrides(off, {"teacher.cutmix_prob": 1.5}), "student")
+
+
 K = 4
 DISTILL = dict(config_lib.base_config().distill.to_dict(), taps=("stage3", "decoder"),
                tap_weights=(1.0, 1.0))

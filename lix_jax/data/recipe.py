@@ -60,11 +60,12 @@ PASTED = ("image", "x", "label", "valid")  # The per-pixel arrays a paste moves 
 _CUTMIX_SALT = 0x63757478  # Keeps the paste's stream apart from any other (seed, index) stream.
 
 
-def check_recipe(photometric: float, cutmix_prob: float) -> None:
-  """ValueError naming `data.photometric` / `data.cutmix_prob` when out of [0, 1]."""
-  for key, value in (("data.photometric", photometric), ("data.cutmix_prob", cutmix_prob)):
+def check_recipe(photometric: float, cutmix_prob: float, section: str = "data") -> None:
+  """ValueError naming `<section>.photometric` / `<section>.cutmix_prob` when out of [0, 1]
+  (`data`: the students' recipe; `teacher`: the teacher's own)."""
+  for key, value in (("photometric", photometric), ("cutmix_prob", cutmix_prob)):
     if not 0.0 <= float(value) <= 1.0:
-      raise ValueError(f"{key}={value} must be in [0, 1] (0 = off)")
+      raise ValueError(f"{section}.{key}={value} must be in [0, 1] (0 = off)")
 
 
 def jitter_params(rng: np.random.Generator, strength: float) -> tuple[float, float, float, float]:

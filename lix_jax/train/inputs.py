@@ -66,14 +66,14 @@ def make_train_iters(config, role: str) -> dict[str, Any]:
   """The labelled (and, for distillation with `distill.unlabeled_split`, unlabelled) iterators.
 
   Students (plain and distilled) get the data recipe (`data.photometric`, `data.cutmix_prob`) on
-  both streams; a teacher trains without it (`config.TEACHER_IGNORES`).
+  both streams; a teacher gets its own (`teacher.photometric`, `teacher.cutmix_prob`; off by
+  default) and never reads the students' (`config.TEACHER_IGNORES`).
   """
-  student = role != "teacher"
+  recipe = config.teacher if role == "teacher" else config.data
   common = dict(x_modality=config.data.x_modality, crop_hw=tuple(config.data.crop_hw),
                 scale_range=tuple(config.data.scale_range), flip=config.data.flip,
                 num_threads=config.data.num_threads, num_workers=config.data.num_workers,
-                photometric=config.data.photometric if student else 0.0,
-                cutmix_prob=config.data.cutmix_prob if student else 0.0)
+                photometric=recipe.photometric, cutmix_prob=recipe.cutmix_prob)
   iters = {"train": iter(pipeline.train_dataset(
       source(config, "train"), batch_size=per_host(config.train.batch_size, "train.batch_size"),
       seed=config.seed, **common))}

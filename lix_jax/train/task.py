@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from lix_jax import config as config_lib
 from lix_jax import losses
 from lix_jax import models
-from lix_jax.data import geometry
+from lix_jax.data import geometry, recipe
 from lix_jax.train import checkpoint as ckpt_lib
 from lix_jax.train import inputs, reliability, state as state_lib, steps
 
@@ -39,6 +39,8 @@ def check_config(config, role: str) -> None:
                    f"Available modalities are: {sorted(geometry.MODALITIES)}")
   if role == "distill":
     losses.get_method(config.distill.method)
+  for section in ("teacher",) if role == "teacher" else ("data",):  # The recipe this role reads.
+    recipe.check_recipe(config[section].photometric, config[section].cutmix_prob, section)
   for name in ("train.batch_size", "train.eval_batch_size", "distill.unlabeled_batch_size"):
     section, key = name.split(".")
     if config[section][key] % jax.device_count():
