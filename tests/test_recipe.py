@@ -382,6 +382,27 @@ def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
     stage2.get_sweep(str(tmp_path / "nowhere.csv"))
 
 
+def test_recipe_teacher_sweep_trains_the_teacher_first_and_its_students_name_it():
+  """The teacher lever: a teacher with the `both` recipe, then each student of stage 1's `both`
+  entries at 2 000 steps from it; every student's config passes its teacher's check."""
+  stage1, lever = _sweep_file("recipe_seed0"), _sweep_file("recipe_teacher_seed0")
+  base = config_lib.base_config()
+  entries = lever.get_sweep()
+  teacher = config_lib.with_overrides(base, entries[0])
+  assert teacher.mode == "train_teacher" and teacher.train.num_steps == 4000
+  assert (teacher.teacher.photometric, teacher.teacher.cutmix_prob) == (0.5, 0.5)
+  twins = [stage1.entry(m, r, "both", 2000) for r in ("labeled", "unlabeled") for m in stage1.METHODS]
+  assert [e["name"] for e in entries[1:]] == [t["name"] + "_teacher_both" for t in twins]
+  for entry, twin in zip(entries[1:], twins):
+    student = config_lib.with_overrides(base, entry)
+    assert student.distill.teacher_workdir == f"{lever.WORKDIR}/teacher_both"
+    config_lib.check_teacher(teacher.to_dict(), student, where="teacher_both")
+    # Apart from the teacher, the twin of stage 1 (plain teacher) is the same run.
+    assert config_lib.run_config_diff(config_lib.with_overrides(base, twin).to_dict(), student,
+                                      "distill") == ["teacher.cutmix_prob: 0.0 -> 0.5",
+                                                     "teacher.photometric: 0.0 -> 0.5"]
+
+
 def test_seeds_stage_runs_lix_two_best_settings_per_regime_for_every_method(tmp_path):
   """Stage 3 ranks LIX's runs of stages 1 and 2 on seed-0 validation, per regime, and runs the
   two best at seeds 1 and 2 for lix, cwd and kd, with the CE student of each (recipe, steps)."""
