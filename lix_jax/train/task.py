@@ -39,8 +39,8 @@ def check_config(config, role: str) -> None:
                    f"Available modalities are: {sorted(geometry.MODALITIES)}")
   if role == "distill":
     losses.get_method(config.distill.method)
-  for section in ("teacher",) if role == "teacher" else ("data",):  # The recipe this role reads.
-    recipe.check_recipe(config[section].photometric, config[section].cutmix_prob, section)
+  section = "teacher" if role == "teacher" else "data"  # The data recipe this role reads.
+  recipe.check_recipe(config[section].photometric, config[section].cutmix_prob, section)
   for name in ("train.batch_size", "train.eval_batch_size", "distill.unlabeled_batch_size"):
     section, key = name.split(".")
     if config[section][key] % jax.device_count():
