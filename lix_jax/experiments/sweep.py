@@ -10,8 +10,8 @@ before anything runs). Without `--sweep_index` the entries not finished yet are 
 every finished entry is collected into `<workdir>/sweep.csv` and `sweep.md` (overrides, validation
 mIoU and per-class IoU) after each entry and at the end: after an array job has run each index,
 the same command only collects. Finished entries are re-used when their stored config equals the
-requested one (DESIGN §6; otherwise exit 2 naming the keys), so an interrupted sweep resumes. Tune on validation; report
-test. `launch/slurm_sweep.sbatch` fans a sweep out as a SLURM array.
+requested one (DESIGN §6; otherwise exit 2 naming the keys), so an interrupted sweep resumes.
+Tune on validation; report test. `launch/slurm_sweep.sbatch` fans a sweep out as a SLURM array.
 
 The launcher is `lix_jax.main` (flags live there); this module is the library it calls.
 """
