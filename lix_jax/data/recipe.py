@@ -38,8 +38,9 @@ batch to both), the step functions and their rng are untouched, and the shard_ma
 backends see the same global batch. The alternative, a jitted paste on the global sharded batch
 before the per-shard step (a collective permute), would need its own rng stream in the step and a
 second path for pmap; it would save only the partner's re-read on several hosts, p × (read +
-augment) per element there (none on one host). The trainer gives the recipe to student runs only
-(`train/inputs.make_train_iters`): a teacher trains as before (DESIGN §5).
+augment) per element there (none on one host). The trainer gives the recipe to student runs
+(`train/inputs.make_train_iters`); a teacher run reads its own pair, `teacher.photometric` and
+`teacher.cutmix_prob`, off by default: a teacher trains as before (DESIGN §5).
 """
 from __future__ import annotations
 
