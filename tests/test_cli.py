@@ -179,6 +179,32 @@ def test_final_evaluation_counts_each_test_pixel_of_the_restored_network(tiny_pi
   assert final["miou"] == pytest.approx(np.mean(tp[union > 0] / union[union > 0]), rel=1e-12)
 
 
+@pytest.mark.slow
+def test_teacher_views_scores_the_teacher_on_the_recipe_views(tiny_pipeline, tmp_path, capsys):
+  """`plain` is the run's own validation evaluation; a jitter of strength 0 is the plain view; the
+  table and the CSV say the same; a workdir without a run is named."""
+  from lix_jax.experiments import teacher_views
+
+  workdir, _, _ = tiny_pipeline
+  final = json.loads((workdir / "teacher" / "final_metrics.json").read_text())["validation"]
+  rows = teacher_views.score(str(workdir / "teacher"), photometric=0.0)
+  assert [r["view"] for r in rows] == ["plain", "photometric", "cutmix"]
+  # Per image at native size, in-process, against the CLI's batched 2-device evaluation: equal
+  # but for near-tie pixels (one pixel moves the mIoU by ~1e-5).
+  assert rows[0]["miou"] == pytest.approx(final["miou"], abs=1e-3)
+  assert rows[0]["agreement"] == rows[1]["agreement"] == 1.0 and rows[1]["miou"] == rows[0]["miou"]
+  assert 0.0 < rows[2]["agreement"] <= 1.0
+  out = tmp_path / "views.csv"
+  teacher_views.main([str(workdir / "teacher"), "--photometric=0.5", f"--out={out}"])
+  with open(out) as f:
+    written = list(csv.DictReader(f))
+  assert [r["view"] for r in written] == ["plain", "photometric", "cutmix"]
+  assert float(written[1]["photometric"]) == 0.5 and float(written[1]["agreement"]) < 1.0
+  assert f"| {100 * float(written[1]['miou']):.2f} |" in capsys.readouterr().out
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    teacher_views.score(str(tmp_path))
+
+
 def test_bad_config_value_is_one_clear_line(tmp_path):
   proc = run_cli("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
                  "--config.mode=train_student", "--config.data.x_modality=lidar", check=False)

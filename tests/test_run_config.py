@@ -239,3 +239,20 @@ def test_sweep_table_is_written_after_every_entry_and_finished_entries_are_reuse
   # Read at the start of each dispatch: nothing before e1; e1 only before e2, twice; e1, e2 before e3.
   assert tables == [["0.1", "", ""], ["0.1", "", ""], ["0.1", "0.2", ""]]
   assert [r["val_miou"] for r in rows] == [0.1, 0.2, 0.3]
+
+
+def test_from_stored_rebuilds_the_run_config_with_todays_keys():
+  """config.json -> ConfigDict: stored values (tuples back), today's default for a key the run
+  predates, a free-form section whole; a key that no longer exists is named."""
+  requested = config_lib.with_overrides(base_config(), {
+      "data.crop_hw": (32, 96), "teacher.width": 0.5, "distill.taps": ("stage3",),
+      "benchmark.aliases": {"old/row": "new/row"}})
+  stored = _stored(requested)
+  assert config_lib.from_stored(stored).to_dict() == requested.to_dict()
+  del stored["teacher"]["photometric"]
+  rebuilt = config_lib.from_stored(stored)
+  assert rebuilt.teacher.photometric == 0.0 and rebuilt.data.crop_hw == (32, 96)
+  assert not config_lib.run_config_diff(stored, rebuilt, "distill")
+  stored["distill"]["kapa"] = 2.0
+  with pytest.raises(KeyError, match="'distill.kapa'"):
+    config_lib.from_stored(stored)
