@@ -55,9 +55,9 @@ def best_settings(csv_path: str = STAGE1_CSV) -> dict[tuple[str, str], tuple[str
 
 def runs(csv_path: str = STAGE1_CSV) -> list[tuple[str, str, str, int, int]]:
   """(method, regime, recipe, steps, frames) of each entry, in run order."""
-  out = []
+  out, best = [], best_settings(csv_path)
   for steps in SCHEDULES:
-    for (method, regime), winner in best_settings(csv_path).items():
+    for (method, regime), winner in best.items():
       for recipe, frames in dict.fromkeys([winner, ("off", 16)]):  # Once if `off` won.
         out.append((method, regime, recipe, steps, frames))
   return out

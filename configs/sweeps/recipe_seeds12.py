@@ -69,10 +69,10 @@ def runs(stage1_csv: str = STAGE1_CSV, stage2_csv: str = STAGE2_CSV
 
 
 def get_sweep(stage1_csv: str = STAGE1_CSV, stage2_csv: str = STAGE2_CSV):
-  stage1 = _load("recipe_seed0")
+  stage1, one_seed = _load("recipe_seed0"), runs(stage1_csv, stage2_csv)
   entries = []
   for seed in SEEDS:
-    for run in runs(stage1_csv, stage2_csv):
+    for run in one_seed:
       entry = stage1.entry(*run)
       entry.update(name=f"{entry['name']}_seed{seed}", seed=seed)
       if entry["mode"] == "distill":
