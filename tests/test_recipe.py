@@ -328,13 +328,11 @@ def test_recipe_sweep_covers_the_grid_cheap_entries_first():
 
 
 def _sweep_file(name: str):
-  import importlib.util  # noqa: PLC0415
   import os  # noqa: PLC0415
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+
+  from lix_jax.experiments import sweep  # noqa: PLC0415
+  return sweep.load_module(
+      os.path.join(os.path.dirname(__file__), "..", "configs", "sweeps", f"{name}.py"), name)
 
 
 def _write_sweep_table(path, runs, score) -> None:

@@ -23,8 +23,9 @@ table with the adopted defaults (§4). Run like stage 1, in a workdir of its own
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+
+from lix_jax.experiments import sweep
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 STAGE1_CSV = os.path.normpath(os.path.join(_HERE, "..", "..", "results", "sweeps",
@@ -33,10 +34,7 @@ SCHEDULES = (4000, 8000)
 
 
 def _stage1():
-  spec = importlib.util.spec_from_file_location("recipe_seed0", os.path.join(_HERE, "recipe_seed0.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return sweep.load_module(os.path.join(_HERE, "recipe_seed0.py"), "recipe_seed0")
 
 
 def best_settings(csv_path: str = STAGE1_CSV) -> dict[tuple[str, str], tuple[str, int]]:

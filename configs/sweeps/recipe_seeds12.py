@@ -21,8 +21,9 @@ Entries are stage 1's names with `_seed<s>`; `sweep.csv` is committed as
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+
+from lix_jax.experiments import sweep
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _RESULTS = os.path.normpath(os.path.join(_HERE, "..", "..", "results", "sweeps"))
@@ -33,10 +34,7 @@ TEACHER = "workdirs/benchmark_converged/teachers/intermediate_depth_seed{seed}"
 
 
 def _load(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return sweep.load_module(os.path.join(_HERE, f"{name}.py"), name)
 
 
 def chosen_settings(stage1_csv: str = STAGE1_CSV, stage2_csv: str = STAGE2_CSV

@@ -18,8 +18,9 @@ below, so the command must use this workdir:
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+
+from lix_jax.experiments import sweep
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 WORKDIR = "workdirs/sweep_recipe_teacher_seed0"
@@ -28,9 +29,7 @@ TEACHER_STEPS = 4000  # configs/benchmark.py's CONVERGED_TEACHER_STEPS.
 
 
 def get_sweep():
-  spec = importlib.util.spec_from_file_location("recipe_seed0", os.path.join(_HERE, "recipe_seed0.py"))
-  stage1 = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(stage1)
+  stage1 = sweep.load_module(os.path.join(_HERE, "recipe_seed0.py"), "recipe_seed0")
   teacher = {"name": "teacher_both", "mode": "train_teacher", **TEACHER_RECIPE,
              "train.num_steps": TEACHER_STEPS}
   students = []

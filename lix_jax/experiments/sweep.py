@@ -30,14 +30,19 @@ from lix_jax.experiments import results_csv
 # Modes a sweep entry may run, and the trainer role whose stored config decides re-use.
 SWEEP_MODES = {"train_teacher": "teacher", "train_student": "student", "distill": "distill"}
 
+def load_module(path: str, name: str = "lix_sweep"):
+  """A sweep file as a module (a later stage reads an earlier stage's file through it)."""
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_sweep(path: str) -> list[dict[str, Any]]:
   """The entries of a sweep file (each a dict with a unique `name`)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"--sweep={path}: no such file")
-  spec = importlib.util.spec_from_file_location("lix_sweep", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  entries = module.get_sweep()
+  entries = load_module(path).get_sweep()
   names = [e.get("name") for e in entries]
   if None in names or len(set(names)) != len(names):
     raise ValueError(f"{path}: every entry needs a unique 'name', got {names}")
