@@ -371,8 +371,8 @@ def copy(config):
 
 def from_stored(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A run's stored config (`config.json`) as a ConfigDict: a key the run predates keeps today's
-  default (as `run_config_diff` reads it), JSON lists become tuples where today's value is one, a
-  section today's config leaves empty (free-form: `benchmark.aliases`) is taken whole; a stored key
+  default (as `run_config_diff` reads it), JSON lists become tuples where today's value is one
+  (ConfigDict's own coercion), a section today's config leaves empty (free-form: `benchmark.aliases`) is taken whole; a stored key
   that no longer exists raises KeyError naming it (the run cannot be rebuilt as it was)."""
   def merge(into: ml_collections.ConfigDict, values: Mapping[str, Any], prefix: str) -> None:
     for key, value in values.items():
@@ -381,7 +381,7 @@ def from_stored(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
       if isinstance(into[key], ml_collections.ConfigDict) and isinstance(value, dict) and into[key]:
         merge(into[key], value, f"{prefix}{key}.")
       else:
-        into[key] = tuple(value) if isinstance(into[key], tuple) and isinstance(value, list) else value
+        into[key] = value  # ConfigDict turns a JSON list back into the tuple it replaces.
 
   c = base_config()
   merge(c, _plain(stored), "")
