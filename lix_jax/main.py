@@ -32,6 +32,9 @@ _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/*.py): r
                              "per entry, in <workdir>/<entry>, and collect sweep.csv / sweep.md.")
 _SWEEP_INDEX = flags.DEFINE_integer("sweep_index", None, "With --sweep: run only this entry "
                                     "(0-based; a SLURM array task); collect with a run without it.")
+_SWEEP_RESULTS = flags.DEFINE_string(
+    "sweep_results", None, "With --sweep: a sweep.csv written elsewhere (e.g. results/sweeps/X.csv); "
+    "its finished entries are not run again and fill this workdir's table.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -142,16 +145,16 @@ def main(argv):
     from lix_jax.experiments import sweep  # noqa: PLC0415
     try:
       sweep.run_sweep(config, _SWEEP.value, _WORKDIR.value, index=_SWEEP_INDEX.value,
-                      dispatch=dispatch)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+                      dispatch=dispatch, results=_SWEEP_RESULTS.value)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
       if _TRACEBACK.value:
         raise
       message = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"lix_jax: error: {type(e).__name__}: {message}", file=sys.stderr)
       sys.exit(2)
     return
-  if _SWEEP_INDEX.value is not None:
-    raise app.UsageError("--sweep_index needs --sweep")
+  if _SWEEP_INDEX.value is not None or _SWEEP_RESULTS.value:
+    raise app.UsageError("--sweep_index and --sweep_results need --sweep")
   result = dispatch(config, _WORKDIR.value)
   # train_* and distill return {"test": metrics, ...}; eval returns the metrics themselves.
   metrics = result.get("test") or (result if "miou" in result else None) if isinstance(result, dict) else None

@@ -270,10 +270,10 @@ def test_sweep_runs_one_index_then_collects_every_entry(tiny_pipeline, tmp_path)
           f"--config.data.data_dir={data_dir}", "--config.mode=train_student",
           "--config.train.num_steps=2", "--config.train.eval_every=2")
   run_cli(*args, "--sweep_index=1")  # One SLURM array task: entry 1 only, nothing collected.
-  assert sorted(os.listdir(workdir)) == ["lr_large"]
+  assert sorted(os.listdir(workdir)) == [".claims", "lr_large"]  # .claims: the workers' locks.
   assert (workdir / "lr_large" / "final_metrics.json").exists()
   proc = run_cli(*args)  # Runs what is missing (entry 0), re-uses entry 1, collects both.
-  assert sorted(os.listdir(workdir)) == ["lr_large", "lr_small", "sweep.csv", "sweep.md"]
+  assert sorted(os.listdir(workdir)) == [".claims", "lr_large", "lr_small", "sweep.csv", "sweep.md"]
   with open(workdir / "sweep.csv") as f:
     rows = list(csv.DictReader(f))
   assert [r["name"] for r in rows] == ["lr_small", "lr_large"]
@@ -284,5 +284,10 @@ def test_sweep_runs_one_index_then_collects_every_entry(tiny_pipeline, tmp_path)
     assert any(k.startswith("val_iou_") for k in r)
   assert "| lr_small |" in (workdir / "sweep.md").read_text()
   assert "lr_large: validation mIoU" in proc.stdout
+  # A machine without the workdir resumes from the committed table: nothing runs, same table.
+  elsewhere = tmp_path / "elsewhere"
+  run_cli(args[0], f"--workdir={elsewhere}", *args[2:], f"--sweep_results={workdir / 'sweep.csv'}")
+  assert sorted(os.listdir(elsewhere)) == ["sweep.csv", "sweep.md"]
+  assert (elsewhere / "sweep.csv").read_text() == (workdir / "sweep.csv").read_text()
   bad = run_cli(*args, "--sweep_index=2", check=False)
   assert bad.returncode == 2 and "--sweep_index=2" in bad.stderr and "2 entries" in bad.stderr

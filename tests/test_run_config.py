@@ -241,6 +241,105 @@ def test_sweep_table_is_written_after_every_entry_and_finished_entries_are_reuse
   assert [r["val_miou"] for r in rows] == [0.1, 0.2, 0.3]
 
 
+def _finishing_dispatch(ran: list[str]):
+  """A dispatch that leaves a finished run (validation mIoU = kappa / 10) and records its name."""
+  def dispatch(config, entry_dir):
+    ran.append(os.path.basename(entry_dir))
+    os.makedirs(entry_dir)
+    reliability.write_config(entry_dir, _stored(config))
+    reliability.write_json(os.path.join(entry_dir, "final_metrics.json"), {
+        "step": config.train.num_steps, "test": {"miou": 0.0},
+        "validation": {"miou": config.distill.kappa / 10, "pixel_acc": 0.9,
+                       "iou/road": config.distill.kappa / 20}})
+  return dispatch
+
+
+def _three_entry_sweep(tmp_path):
+  sweep_file = tmp_path / "s.py"
+  sweep_file.write_text('def get_sweep():\n  return [{"name": f"e{i}", "distill.kappa": float(i)}'
+                        ' for i in (1, 2, 3)]\n')
+  return config_lib.with_overrides(base_config(), {"mode": "distill"}), str(sweep_file)
+
+
+def test_sweep_workers_pass_over_an_entry_another_process_is_running(tmp_path):
+  """Two workers on one workdir split the entries: an entry whose claim another process holds is
+  passed over (an error for --sweep_index), and a killed worker's claim is free again."""
+  import subprocess
+  import sys
+
+  from lix_jax.experiments import sweep
+
+  base, sweep_file = _three_entry_sweep(tmp_path)
+  workdir = tmp_path / "sweep"
+  os.makedirs(workdir / ".claims")
+  holder = subprocess.Popen(  # Another worker, in the middle of entry e2.
+      [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'w'); "
+       "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+       str(workdir / ".claims" / "e2")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    ran = []
+    rows = sweep.run_sweep(base, sweep_file, str(workdir), index=None,
+                           dispatch=_finishing_dispatch(ran))
+    assert ran == ["e1", "e3"]
+    assert [r["val_miou"] for r in rows] == [0.1, "", 0.3]
+    with pytest.raises(RuntimeError, match=r"'e2' is being run by another process.*claims/e2"):
+      sweep.run_sweep(base, sweep_file, str(workdir), index=1, dispatch=_finishing_dispatch(ran))
+  finally:
+    holder.kill()  # SIGKILL: no clean-up code runs; the kernel drops the lock.
+    holder.wait()
+  rows = sweep.run_sweep(base, sweep_file, str(workdir), index=None, dispatch=_finishing_dispatch(ran))
+  assert ran == ["e1", "e3", "e2"]
+  assert [r["val_miou"] for r in rows] == [0.1, 0.2, 0.3]
+
+
+def test_sweep_results_from_elsewhere_are_not_run_again_and_fill_the_table(tmp_path):
+  """--sweep_results: a fresh machine resumes a sweep from its committed table; finished rows are
+  copied (every metric), unfinished ones run, and a table of other overrides or entries is refused."""
+  import csv
+
+  from lix_jax.experiments import sweep
+
+  base, sweep_file = _three_entry_sweep(tmp_path)
+  first, ran = tmp_path / "first", []
+  sweep.run_sweep(base, sweep_file, str(first), index=1, dispatch=_finishing_dispatch(ran))
+  sweep.run_sweep(base, sweep_file, str(first), index=0, dispatch=_finishing_dispatch(ran))
+  rows = sweep.run_sweep(base, sweep_file, str(first), index=None,
+                         dispatch=lambda config, entry_dir: None)  # e3 does not finish.
+  assert [r["val_miou"] for r in rows] == [0.1, 0.2, ""]
+  committed = tmp_path / "committed.csv"
+  os.replace(first / "sweep.csv", committed)
+
+  ran = []
+  rows = sweep.run_sweep(base, sweep_file, str(tmp_path / "second"), index=None,
+                         dispatch=_finishing_dispatch(ran), results=str(committed))
+  assert ran == ["e3"]
+  with open(tmp_path / "second" / "sweep.csv") as f:
+    table = list(csv.DictReader(f))
+  assert [(r["name"], float(r["val_miou"]), float(r["val_iou_road"]), r["step"]) for r in table] == [
+      ("e1", 0.1, 0.05, str(base.train.num_steps)), ("e2", 0.2, 0.1, str(base.train.num_steps)),
+      ("e3", 0.3, 0.15, str(base.train.num_steps))]
+  assert "| e2 | 2.0 | 20.00 |" in (tmp_path / "second" / "sweep.md").read_text()
+  ran = []
+  sweep.run_sweep(base, sweep_file, str(tmp_path / "second"), index=1,
+                  dispatch=_finishing_dispatch(ran), results=str(committed))
+  assert ran == []
+
+  text = committed.read_text()
+  committed.write_text(text.replace("e2,2.0", "e2,5.0"))
+  with pytest.raises(ValueError, match=r"committed.csv: entry 'e2' was run with distill.kappa='5.0', "
+                                       r"the sweep file asks for '2.0'"):
+    sweep.run_sweep(base, sweep_file, str(tmp_path / "third"), index=None,
+                    dispatch=_finishing_dispatch([]), results=str(committed))
+  committed.write_text(text.replace("e2,2.0", "e9,2.0"))
+  with pytest.raises(ValueError, match=r"entries \['e9'\] are not in the sweep file"):
+    sweep.run_sweep(base, sweep_file, str(tmp_path / "third"), index=None,
+                    dispatch=_finishing_dispatch([]), results=str(committed))
+  with pytest.raises(FileNotFoundError, match="--sweep_results=.*nothere.csv"):
+    sweep.run_sweep(base, sweep_file, str(tmp_path / "third"), index=None,
+                    dispatch=_finishing_dispatch([]), results=str(tmp_path / "nothere.csv"))
+
+
 def test_from_stored_rebuilds_the_run_config_with_todays_keys():
   """config.json -> ConfigDict: stored values (tuples back), today's default for a key the run
   predates, a free-form section whole; a key that no longer exists is named."""

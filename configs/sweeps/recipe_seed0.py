@@ -11,7 +11,9 @@ test):
       --config.distill.teacher_workdir=workdirs/benchmark_converged/teachers/intermediate_depth_seed0
 
 (one entry: add `--sweep_index=N`; `sweep.csv` is rewritten after every entry and committed as
-`results/sweeps/recipe_seed0_validation.csv`). Axes, 40 entries:
+`results/sweeps/recipe_seed0_validation.csv`; on a machine without the workdir add
+`--sweep_results=results/sweeps/recipe_seed0_validation.csv` to skip the entries committed there;
+a second worker runs the same command). Axes, 40 entries:
 
 - method: lix (default config), cwd, kd; and the CE student (`ce_*`, mode train_student) on the same
   recipe, the reference of the gap closed.

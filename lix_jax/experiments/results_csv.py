@@ -18,11 +18,12 @@ def write_csv(path: str, rows: list[dict[str, Any]], columns: list[str] | None =
   if columns is None:
     columns = list(RESULT_COLUMNS) + [k for k in rows[0] if k.startswith("iou_")]
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(f"{path}.tmp", "w", newline="") as f:
+  tmp = f"{path}.{os.getpid()}.tmp"  # Per process: workers of one sweep rewrite the same table.
+  with open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
-  os.replace(f"{path}.tmp", path)
+  os.replace(tmp, path)
 
 
 def read_csv(path: str) -> list[dict[str, Any]]:
