@@ -93,5 +93,29 @@ def validation_miou(csv_path: str, runs_, stage: str) -> list[float]:
   return scores
 
 
+def table_markdown(rows: list[dict], teacher_miou: float) -> str:
+  """Stage 1 as a table (docs/benchmark.md): a row per method and regime, a column per recipe;
+  validation mIoU (%) and, once that recipe's CE student has run, the share of the gap between it
+  and the teacher (`teacher_miou`, validation) that the student closes. "—": not run yet."""
+  miou = {r["name"]: float(r["val_miou"]) for r in rows if r["val_miou"] != ""}
+  ce = {recipe: miou.get(entry("ce", "labeled", recipe, SCHEDULES[0])["name"]) for recipe in RECIPES}
+  lines = ["| student | regime | " + " | ".join(RECIPES) + " |", "|---|---|" + "---|" * len(RECIPES)]
+  seen = []
+  for method, regime, _, frames in settings():
+    if (method, regime, frames) in seen:
+      continue
+    seen.append((method, regime, frames))
+    cells = []
+    for recipe in RECIPES:
+      value = miou.get(entry(method, regime, recipe, SCHEDULES[0], frames)["name"])
+      cell = "—" if value is None else f"{100 * value:.2f}"
+      if value is not None and method != "ce" and ce[recipe] is not None:
+        cell += f" ({100 * (value - ce[recipe]) / (teacher_miou - ce[recipe]):.0f} %)"
+      cells.append(cell)
+    where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
+    lines.append(f"| {'CE' if method == 'ce' else method.upper()} | {where} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def get_sweep():
   return [entry(*run) for run in runs()]

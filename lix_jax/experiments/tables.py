@@ -23,7 +23,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from lix_jax.experiments import benchmark, confusion, results_csv
+from lix_jax.experiments import benchmark, confusion, results_csv, sweep
 
 BENCHMARK_CONFIG = "configs/benchmark.py"
 # The class columns of the train-vs-validation fit table, and its runs' class-pair table.
@@ -62,6 +62,14 @@ def _per_seed(regime: str) -> Callable[[str], str]:
                                                   regime)
 
 
+def _recipe_stage1(root: str) -> str:
+  """Stage 1 of the recipe sweep, against the seed-0 teacher's plain validation mIoU."""
+  stage = sweep.load_module(os.path.join(root, "configs", "sweeps", "recipe_seed0.py"), "recipe_seed0")
+  teacher = [r for r in _csv(root, "sweeps", "teacher_views_seed0_validation.csv") if r["view"] == "plain"]
+  return stage.table_markdown(_csv(root, "sweeps", "recipe_seed0_validation.csv"),
+                              float(teacher[0]["miou"]))
+
+
 def _gap(name: str, rows: Sequence[tuple[str, str]]) -> Callable[[str], str]:
   return lambda root: confusion.gap_markdown(_csv(root, "sweeps", name), rows)
 
@@ -81,6 +89,7 @@ BLOCKS = (
     Block("gap levers", ("docs/benchmark.md",), _gap("levers_seed0_validation_runs.csv", LEVER_ROWS)),
     Block("gap capacity", ("docs/benchmark.md",),
           _gap("capacity_seed0_validation_runs.csv", CAPACITY_ROWS)),
+    Block("recipe stage 1", ("docs/benchmark.md",), _recipe_stage1),
 )
 
 
