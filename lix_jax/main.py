@@ -35,6 +35,8 @@ _SWEEP_INDEX = flags.DEFINE_integer("sweep_index", None, "With --sweep: run only
 _SWEEP_RESULTS = flags.DEFINE_string(
     "sweep_results", None, "With --sweep: a sweep.csv written elsewhere (e.g. results/sweeps/X.csv); "
     "its finished entries are not run again and fill this workdir's table.")
+_SWEEP_COLLECT = flags.DEFINE_bool("sweep_collect", False, "With --sweep: run nothing, only write "
+                                   "sweep.csv / sweep.md from the entries finished so far.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -145,7 +147,8 @@ def main(argv):
     from lix_jax.experiments import sweep  # noqa: PLC0415
     try:
       sweep.run_sweep(config, _SWEEP.value, _WORKDIR.value, index=_SWEEP_INDEX.value,
-                      dispatch=dispatch, results=_SWEEP_RESULTS.value)
+                      dispatch=dispatch, results=_SWEEP_RESULTS.value,
+                      collect_only=_SWEEP_COLLECT.value)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
       if _TRACEBACK.value:
         raise
@@ -153,8 +156,8 @@ def main(argv):
       print(f"lix_jax: error: {type(e).__name__}: {message}", file=sys.stderr)
       sys.exit(2)
     return
-  if _SWEEP_INDEX.value is not None or _SWEEP_RESULTS.value:
-    raise app.UsageError("--sweep_index and --sweep_results need --sweep")
+  if _SWEEP_INDEX.value is not None or _SWEEP_RESULTS.value or _SWEEP_COLLECT.value:
+    raise app.UsageError("--sweep_index, --sweep_results and --sweep_collect need --sweep")
   result = dispatch(config, _WORKDIR.value)
   # train_* and distill return {"test": metrics, ...}; eval returns the metrics themselves.
   metrics = result.get("test") or (result if "miou" in result else None) if isinstance(result, dict) else None

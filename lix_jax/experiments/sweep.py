@@ -9,7 +9,8 @@ overrides (`"distill.kappa": -2.0`). Every key must exist in the config (checked
 before anything runs). Without `--sweep_index` the entries not finished yet are run in order and
 every finished entry is collected into `<workdir>/sweep.csv` and `sweep.md` (overrides, validation
 mIoU and per-class IoU) after each entry and at the end: after an array job has run each index,
-the same command only collects. Finished entries are re-used when their stored config equals the
+the same command only collects (`--sweep_collect`: collect and run nothing, e.g. while array
+tasks or other workers still run). Finished entries are re-used when their stored config equals the
 requested one (DESIGN §6; otherwise exit 2 naming the keys), so an interrupted sweep resumes.
 Tune on validation; report test. `launch/slurm_sweep.sbatch` fans a sweep out as a SLURM array.
 
@@ -116,8 +117,8 @@ def _claim(workdir: str, name: str) -> Iterator[bool]:
 
 
 def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
-              dispatch: Callable[[Any, str], Any], results: str | None = None
-              ) -> list[dict[str, Any]]:
+              dispatch: Callable[[Any, str], Any], results: str | None = None,
+              collect_only: bool = False) -> list[dict[str, Any]]:
   """Runs the sweep's entries (all unfinished ones, or only `index`) and collects the finished.
 
   Without `index`, `sweep.csv` / `sweep.md` are written again after every entry that ran (rows of
@@ -131,6 +132,7 @@ def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
     index: run only this entry (0-based) and do not collect; None = all, then collect.
     dispatch: runs one config in one workdir (the CLI's, with its error handling).
     results: a sweep table from elsewhere whose finished entries count as done (`results_table`).
+    collect_only: run nothing; only write the table of what has finished.
 
   Returns:
     The rows written to `sweep.csv` (empty when `index` is given).
@@ -144,6 +146,11 @@ def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
   done_elsewhere = results_table(results, entries) if results else {}
   workdir = os.path.abspath(workdir)
   names = list(configs)
+  if collect_only and index is not None:
+    raise ValueError(f"--sweep_index={index} runs one entry and --sweep_collect runs none; "
+                     "give one of them")
+  if collect_only:
+    names = []
   if index is not None:
     if not 0 <= index < len(names):
       raise ValueError(f"--sweep_index={index}: {sweep_path} has {len(names)} entries "
