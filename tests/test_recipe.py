@@ -348,27 +348,40 @@ def _write_sweep_table(path, runs, score) -> None:
 
 def test_stage1_table_places_each_entry_and_its_share_of_the_gap():
   """docs/benchmark.md's stage-1 table: each finished entry in its (method, regime) row and recipe
-  column; the share of the gap against the CE student of the same recipe, where that has run."""
+  column; the share of the gap against the CE student of the same recipe | of recipe off, where
+  those have run."""
   stage1 = _sweep_file("recipe_seed0")
   rows = [{"name": "lix_labeled_photo_s2000", "val_miou": "0.73"},
           {"name": "ce_labeled_photo_s2000", "val_miou": "0.70"},
-          {"name": "cwd_labeled_off_s2000", "val_miou": "0.715"},  # Its CE student has not run.
+          {"name": "cwd_labeled_off_s2000", "val_miou": "0.715"},  # No CE student of its recipe yet.
           {"name": "kd_unlabeled_both_s2000_u32", "val_miou": "0.74"},
           {"name": "ce_labeled_both_s2000", "val_miou": "0.72"},
           {"name": "kd_labeled_cutmix_s2000", "val_miou": ""}]  # Not finished.
-  lines = stage1.table_markdown(rows, teacher_miou=0.80).splitlines()
-  assert lines[0] == "| student | regime | off | photo | cutmix | both |"
-  assert len(lines) == 2 + 4 + 3 + 3
-  cells = {}
-  for line in lines[2:]:
-    student, regime, *recipes = (c.strip() for c in line.strip("|").split("|"))
-    cells[student, regime] = recipes
-  assert cells[("LIX", "labelled only")] == ["—", f"73.00 ({100 * 0.03 / 0.10:.0f} %)", "—", "—"]
-  assert cells[("CWD", "labelled only")] == ["71.50", "—", "—", "—"]
-  assert cells[("KD", "labelled only")] == ["—"] * 4
-  assert cells[("CE", "labelled only")] == ["—", "70.00", "—", "72.00"]
-  assert cells[("KD", "+ 32 unlabelled frames")] == ["—", "—", "—", f"74.00 ({100 * 0.02 / 0.08:.0f} %)"]
-  assert cells[("KD", "+ 16 unlabelled frames")] == ["—"] * 4
+
+  def cells(rows):
+    lines = stage1.table_markdown(rows, teacher_miou=0.80).splitlines()
+    assert lines[0] == "| student | regime | off | photo | cutmix | both |"
+    assert len(lines) == 2 + 4 + 3 + 3
+    out = {}
+    for line in lines[2:]:
+      student, regime, *recipes = (c.strip() for c in line.strip("|").split(" | "))
+      out[student, regime] = recipes
+    return out
+
+  def share(student, ce):
+    return f"{100 * (student - ce) / (0.80 - ce):.0f} %"
+
+  table = cells(rows)
+  assert table["LIX", "labelled only"] == ["—", f"73.00 ({share(0.73, 0.70)} \\| ?)", "—", "—"]
+  assert table["CWD", "labelled only"] == ["71.50", "—", "—", "—"]
+  assert table["KD", "labelled only"] == ["—"] * 4
+  assert table["CE", "labelled only"] == ["—", "70.00", "—", "72.00"]
+  assert table["KD", "+ 32 unlabelled frames"] == ["—", "—", "—", f"74.00 ({share(0.74, 0.72)} \\| ?)"]
+  assert table["KD", "+ 16 unlabelled frames"] == ["—"] * 4
+  table = cells(rows + [{"name": "ce_labeled_off_s2000", "val_miou": "0.68"}])
+  assert table["LIX", "labelled only"][1] == f"73.00 ({share(0.73, 0.70)} \\| {share(0.73, 0.68)})"
+  assert table["CWD", "labelled only"][0] == f"71.50 ({share(0.715, 0.68)} \\| {share(0.715, 0.68)})"
+  assert share(0.73, 0.70) != share(0.73, 0.68)
 
 
 def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):

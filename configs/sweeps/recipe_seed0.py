@@ -95,10 +95,17 @@ def validation_miou(csv_path: str, runs_, stage: str) -> list[float]:
 
 def table_markdown(rows: list[dict], teacher_miou: float) -> str:
   """Stage 1 as a table (docs/benchmark.md): a row per method and regime, a column per recipe;
-  validation mIoU (%) and, once that recipe's CE student has run, the share of the gap between it
-  and the teacher (`teacher_miou`, validation) that the student closes. "—": not run yet."""
+  validation mIoU (%) and in brackets the share of the gap to the teacher (`teacher_miou`,
+  validation) that the student closes, against the CE student of the same recipe | against the
+  plain CE student (recipe off), each once it has run. A recipe that hurts the CE student more
+  than the distilled one inflates the first share; the second does not move with the baseline.
+  "—": not run yet."""
   miou = {r["name"]: float(r["val_miou"]) for r in rows if r["val_miou"] != ""}
   ce = {recipe: miou.get(entry("ce", "labeled", recipe, SCHEDULES[0])["name"]) for recipe in RECIPES}
+
+  def share(value, base):
+    return "?" if base is None else f"{100 * (value - base) / (teacher_miou - base):.0f} %"
+
   lines = ["| student | regime | " + " | ".join(RECIPES) + " |", "|---|---|" + "---|" * len(RECIPES)]
   seen = []
   for method, regime, _, frames in settings():
@@ -109,8 +116,8 @@ def table_markdown(rows: list[dict], teacher_miou: float) -> str:
     for recipe in RECIPES:
       value = miou.get(entry(method, regime, recipe, SCHEDULES[0], frames)["name"])
       cell = "—" if value is None else f"{100 * value:.2f}"
-      if value is not None and method != "ce" and ce[recipe] is not None:
-        cell += f" ({100 * (value - ce[recipe]) / (teacher_miou - ce[recipe]):.0f} %)"
+      if value is not None and method != "ce" and (ce[recipe], ce["off"]) != (None, None):
+        cell += f" ({share(value, ce[recipe])} \\| {share(value, ce['off'])})"
       cells.append(cell)
     where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
     lines.append(f"| {'CE' if method == 'ce' else method.upper()} | {where} | " + " | ".join(cells) + " |")
