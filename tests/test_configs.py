@@ -76,6 +76,8 @@ def test_unknown_preset_lists_the_valid_ones():
 # the order they are read.
 STAGED = {"recipe_patience_seed0.py": ("recipe_seed0_validation.csv",),
           "recipe_seeds12.py": ("recipe_seed0_validation.csv", "recipe_patience_seed0_validation.csv")}
+# Stages that go on bracket by bracket while the table before them is partial.
+BRACKETED = {"recipe_patience_seed0.py"}
 RESULTS_SWEEPS = os.path.join(CONFIG_DIR, "..", "results", "sweeps")
 
 
@@ -92,10 +94,17 @@ def test_sweep_overrides_name_existing_keys(path):
         sweep.load_sweep(path)
       return
     with open(table) as f:
-      if any(row["val_miou"] == "" for row in csv.DictReader(f)):
-        with pytest.raises(ValueError, match="is not finished|is missing"):
-          sweep.load_sweep(path)
+      partial = any(row["val_miou"] == "" for row in csv.DictReader(f))
+    if partial and os.path.basename(path) in BRACKETED:
+      try:
+        sweep.load_sweep(path)
+      except ValueError as e:  # Until a bracket has finished; then its entries are checked below.
+        assert "no (method, regime) bracket" in str(e)
         return
+    elif partial:
+      with pytest.raises(ValueError, match="is not finished|is missing"):
+        sweep.load_sweep(path)
+      return
   for entry in sweep.load_sweep(path):
     c = config_lib.with_overrides(base, entry)
     losses.get_method(c.distill.method)

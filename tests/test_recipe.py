@@ -386,7 +386,8 @@ def test_stage1_table_places_each_entry_and_its_share_of_the_gap():
 
 def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
   """Stage 2 reads stage 1's table: per method and regime its best setting on validation and
-  `off`, at 4 000 then 8 000 steps; an unfinished or missing stage-1 entry is named."""
+  `off`, at 4 000 then 8 000 steps; a bracket with an unfinished stage-1 entry waits (the others
+  go on, names unchanged), a missing stage-1 entry is named."""
   stage1, stage2 = _sweep_file("recipe_seed0"), _sweep_file("recipe_patience_seed0")
   winners = {("lix", "labeled"): ("both", 16), ("cwd", "labeled"): ("off", 16),
              ("kd", "labeled"): ("photo", 16), ("ce", "labeled"): ("cutmix", 16),
@@ -409,7 +410,9 @@ def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
   unfinished = rows[0] + "\n" + "\n".join(r if "cwd_labeled_photo" not in r else r.split(",")[0] + ","
                                            for r in rows[1:]) + "\n"
   table.write_text(unfinished)
-  with pytest.raises(ValueError, match="'cwd_labeled_photo_s2000' is not finished"):
+  assert stage2.get_sweep(str(table)) == [e for e in want if not e["name"].startswith("cwd_labeled")]
+  table.write_text(rows[0] + "\n" + "\n".join(r.split(",")[0] + "," for r in rows[1:]) + "\n")
+  with pytest.raises(ValueError, match="no \\(method, regime\\) bracket of recipe_seed0 has finished"):
     stage2.get_sweep(str(table))
   table.write_text("\n".join(r for r in rows if "kd_unlabeled_both_s2000_u32" not in r) + "\n")
   with pytest.raises(ValueError, match="'kd_unlabeled_both_s2000_u32' is missing"):

@@ -10,6 +10,9 @@ halving, only two settings of each method and regime go on:
 - `off` (no recipe, 16 frames): the schedule's own effect, the reference of the recipe's.
 
 The CE student (labelled images only) goes on likewise: it is the reference of the gap closed.
+A (method, regime) bracket goes on as soon as all its stage-1 entries have finished, so stage 2
+starts while stage 1 still runs the other brackets (entries only get added as brackets finish;
+their names never change).
 Entries keep stage 1's names (`lix_labeled_both_s4000`, `kd_unlabeled_photo_s8000_u32`); 4 000
 steps first, then 8 000. Chosen on validation only; the test split is read once, by the converged
 table with the adopted defaults (§4). Run like stage 1, in a workdir of its own:
@@ -39,16 +42,27 @@ def _stage1():
 
 def best_settings(csv_path: str = STAGE1_CSV) -> dict[tuple[str, str], tuple[str, int]]:
   """(method, regime) -> (recipe, frames) of the highest validation mIoU among stage 1's entries
-  (the first in run order on a tie). Raises as `recipe_seed0.validation_miou` (a missing table,
-  a missing or unfinished entry, named)."""
+  (the first in run order on a tie), for each bracket whose stage-1 entries have all finished.
+
+  Raises:
+    FileNotFoundError: stage 1's table is missing.
+    ValueError: an entry is missing from it (named), or no bracket has finished yet.
+  """
   stage1 = _stage1()
   runs = stage1.runs()
-  best: dict[tuple[str, str], tuple[float, str, int]] = {}
+  scores: dict[tuple[str, str], list[tuple[float | None, str, int]]] = {}
   for (method, regime, recipe, _, frames), score in zip(
-      runs, stage1.validation_miou(csv_path, runs, "recipe_seed0")):
-    if (method, regime) not in best or score > best[method, regime][0]:
-      best[method, regime] = (score, recipe, frames)
-  return {key: (recipe, frames) for key, (_, recipe, frames) in best.items()}
+      runs, stage1.validation_miou(csv_path, runs, "recipe_seed0", unfinished_ok=True)):
+    scores.setdefault((method, regime), []).append((score, recipe, frames))
+  best = {}
+  for bracket, scored in scores.items():
+    if all(score is not None for score, _, _ in scored):
+      _, recipe, frames = max(scored, key=lambda s: s[0])  # max keeps the first of equals.
+      best[bracket] = (recipe, frames)
+  if not best:
+    raise ValueError(f"{csv_path}: no (method, regime) bracket of recipe_seed0 has finished all "
+                     "its entries yet; stage 2 starts with the first that does")
+  return best
 
 
 def runs(csv_path: str = STAGE1_CSV) -> list[tuple[str, str, str, int, int]]:

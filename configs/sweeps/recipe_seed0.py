@@ -71,12 +71,14 @@ def runs() -> list[tuple[str, str, str, int, int]]:
           for method, regime, recipe, frames in settings()]
 
 
-def validation_miou(csv_path: str, runs_, stage: str) -> list[float]:
-  """The validation mIoU of each of `runs_` in a committed sweep table (`sweep.csv`).
+def validation_miou(csv_path: str, runs_, stage: str, unfinished_ok: bool = False
+                    ) -> list[float | None]:
+  """The validation mIoU of each of `runs_` in a committed sweep table (`sweep.csv`); with
+  `unfinished_ok`, None for a run the table lists without a result yet.
 
   Raises:
     FileNotFoundError: the table is not there (run `stage` and commit its sweep.csv there first).
-    ValueError: a run is missing from the table or not finished (named).
+    ValueError: a run is missing from the table or (unless `unfinished_ok`) not finished (named).
   """
   if not os.path.exists(csv_path):
     raise FileNotFoundError(f"{csv_path}: {stage}'s table is missing; run configs/sweeps/"
@@ -86,10 +88,10 @@ def validation_miou(csv_path: str, runs_, stage: str) -> list[float]:
   scores = []
   for run in runs_:
     name = entry(*run)["name"]
-    if miou.get(name, "") == "":
+    if name not in miou or (miou[name] == "" and not unfinished_ok):
       raise ValueError(f"{csv_path}: {stage} entry {name!r} is "
                        f"{'missing' if name not in miou else 'not finished'}")
-    scores.append(float(miou[name]))
+    scores.append(float(miou[name]) if miou[name] != "" else None)
   return scores
 
 

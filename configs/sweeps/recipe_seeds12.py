@@ -42,9 +42,10 @@ def chosen_settings(stage1_csv: str = STAGE1_CSV, stage2_csv: str = STAGE2_CSV
   """regime -> LIX's two best (recipe, steps, frames) on seed-0 validation over stages 1 and 2."""
   stage1, stage2 = _load("recipe_seed0"), _load("recipe_patience_seed0")
   scored = []
-  for runs, csv_path, stage in ((stage1.runs(), stage1_csv, "recipe_seed0"),
-                                (stage2.runs(stage1_csv), stage2_csv, "recipe_patience_seed0")):
-    lix = [run for run in runs if run[0] == "lix"]
+  # Stage 1 whole first: stage 2 alone would list only its finished brackets.
+  for runs, csv_path, stage in ((stage1.runs, stage1_csv, "recipe_seed0"),
+                                (lambda: stage2.runs(stage1_csv), stage2_csv, "recipe_patience_seed0")):
+    lix = [run for run in runs() if run[0] == "lix"]
     scored += zip(lix, stage1.validation_miou(csv_path, lix, stage))
   chosen: dict[str, list[tuple[str, int, int]]] = {}
   for (_, regime, recipe, steps, frames), _ in sorted(scored, key=lambda rs: -rs[1]):  # Stable.
