@@ -397,9 +397,9 @@ def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
   _write_sweep_table(table, order, lambda run: 0.9 if winners[run[:2]] == (run[2], run[4])
                      else 0.5 + 0.001 * order.index(run))
   entries = stage2.get_sweep(str(table))
+  ce_first = [("ce", "labeled")] + [b for b in winners if b[0] != "ce"]
   want = [stage1.entry(m, r, name, steps, frames) for steps in (4000, 8000)
-          for (m, r), winner in winners.items()
-          for name, frames in dict.fromkeys([winner, ("off", 16)])]
+          for m, r in ce_first for name, frames in dict.fromkeys([winners[m, r], ("off", 16)])]
   assert entries == want and len(entries) == 2 * 12  # `off` won twice: 2 of 14 dropped.
   assert {e["name"] for e in entries} >= {"lix_labeled_both_s4000", "lix_labeled_off_s8000",
                                           "kd_unlabeled_off_s4000_u32", "kd_unlabeled_off_s4000_u16"}
