@@ -14,8 +14,9 @@ A (method, regime) bracket goes on as soon as all its stage-1 entries have finis
 starts while stage 1 still runs the other brackets (entries only get added as brackets finish;
 their names never change).
 Entries keep stage 1's names (`lix_labeled_both_s4000`, `kd_unlabeled_photo_s8000_u32`); 4 000
-steps first, then 8 000, each with the CE student first. Chosen on validation only; the test split is read once, by the converged
-table with the adopted defaults (§4). Run like stage 1, in a workdir of its own:
+steps first, then 8 000, each with the CE student first. Chosen on validation only; the test split
+is read once, by the converged table with the adopted defaults (§4). Run like stage 1, in a workdir
+of its own:
 
   python -m lix_jax.main --config=configs/benchmark.py:converged \
       --sweep=configs/sweeps/recipe_patience_seed0.py --workdir=workdirs/sweep_recipe_patience_seed0 \
