@@ -23,7 +23,8 @@ of its own:
       --config.seed=0 \
       --config.distill.teacher_workdir=workdirs/benchmark_converged/teachers/intermediate_depth_seed0
 
-`sweep.csv` is committed as `results/sweeps/recipe_patience_seed0_validation.csv`.
+`sweep.csv` is committed as `results/sweeps/recipe_patience_seed0_validation.csv`; once it is, a machine
+without the workdir adds `--sweep_results=` that file (the same command, in two workers).
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Seed s distils from the converged seed-s teacher; train those first (4 000 steps
       --sweep=configs/sweeps/recipe_seeds12.py --workdir=workdirs/sweep_recipe_seeds12
 
 Entries are stage 1's names with `_seed<s>`; `sweep.csv` is committed as
-`results/sweeps/recipe_seeds12_validation.csv`.
+`results/sweeps/recipe_seeds12_validation.csv`; once it is, a machine without the workdir adds
+`--sweep_results=` that file (the same command, in two workers).
 """
 from __future__ import annotations
 
