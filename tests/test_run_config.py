@@ -349,6 +349,39 @@ def test_sweep_results_from_elsewhere_are_not_run_again_and_fill_the_table(tmp_p
                     dispatch=_finishing_dispatch([]), results=str(tmp_path / "nothere.csv"))
 
 
+def test_sweep_results_rerun_a_teacher_entry_that_a_student_still_to_run_distils_from(tmp_path):
+  """A sweep that trains its own teacher: on a new machine the teacher's row is not enough for a
+  student still to run (it needs the checkpoint), so that teacher runs again; once every student
+  is in the table, nothing does."""
+  import csv
+
+  from lix_jax.experiments import sweep
+
+  workdir = tmp_path / "sweep"
+  sweep_file = tmp_path / "s.py"
+  sweep_file.write_text(
+      'def get_sweep():\n'
+      '  return [{"name": "t", "mode": "train_teacher", "distill.kappa": 1.0}] + [\n'
+      f'      {{"name": f"s{{i}}", "distill.kappa": float(i), "distill.teacher_workdir": "{workdir}/t"}}\n'
+      '      for i in (2, 3)]\n')
+  base = config_lib.with_overrides(base_config(), {"mode": "distill"})
+  first, ran = tmp_path / "first", []
+  for index in (0, 1):
+    sweep.run_sweep(base, str(sweep_file), str(first), index=index, dispatch=_finishing_dispatch(ran))
+  sweep.run_sweep(base, str(sweep_file), str(first), index=None, dispatch=lambda config, entry_dir: None)
+  with open(first / "sweep.csv") as f:
+    assert [r["val_miou"] != "" for r in csv.DictReader(f)] == [True, True, False]
+
+  ran = []
+  rows = sweep.run_sweep(base, str(sweep_file), str(workdir), index=None,
+                         dispatch=_finishing_dispatch(ran), results=str(first / "sweep.csv"))
+  assert ran == ["t", "s3"] and [r["val_miou"] for r in rows] == [0.1, "0.2", 0.3]
+  ran = []
+  sweep.run_sweep(base, str(sweep_file), str(tmp_path / "third"), index=None,
+                  dispatch=_finishing_dispatch(ran), results=str(workdir / "sweep.csv"))
+  assert ran == []
+
+
 def test_from_stored_rebuilds_the_run_config_with_todays_keys():
   """config.json -> ConfigDict: stored values (tuples back), today's default for a key the run
   predates, a free-form section whole; a key that no longer exists is named."""

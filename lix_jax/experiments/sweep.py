@@ -19,7 +19,8 @@ lock (`<workdir>/.claims/<name>`, released when its process ends, however it end
 passes over entries another one is running. `--sweep_results=T` takes a sweep table written
 elsewhere (a committed `results/sweeps/*.csv`, another machine's workdir): its finished entries are
 not run again and fill their rows of this table, provided their overrides equal the sweep file's
-(else exit 2 naming the entry and key). A workdir's own finished run wins over the table.
+(else exit 2 naming the entry and key). A workdir's own finished run wins over the table, and an
+entry that a student still to run distils from (`distill.teacher_workdir`) runs again.
 
 The launcher is `lix_jax.main` (flags live there); this module is the library it calls.
 """
@@ -145,6 +146,12 @@ def run_sweep(base, sweep_path: str, workdir: str, *, index: int | None,
                        f"{sorted(SWEEP_MODES)} per entry (set --config.mode)")
   done_elsewhere = results_table(results, entries) if results else {}
   workdir = os.path.abspath(workdir)
+  # An entry that a student still to run here distils from (a sweep that trains its own teacher)
+  # runs here again, finished elsewhere or not: the student needs its checkpoint, not its row.
+  teachers = {os.path.abspath(c.distill.teacher_workdir) for name, c in configs.items()
+              if c.mode == "distill" and c.distill.teacher_workdir and name not in done_elsewhere}
+  done_elsewhere = {name: row for name, row in done_elsewhere.items()
+                    if os.path.join(workdir, name) not in teachers}
   names = list(configs)
   if collect_only and index is not None:
     raise ValueError(f"--sweep_index={index} runs one entry and --sweep_collect runs none; "
