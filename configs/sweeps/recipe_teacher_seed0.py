@@ -14,7 +14,9 @@ below, so the command must use this workdir:
       --sweep=configs/sweeps/recipe_teacher_seed0.py --workdir=workdirs/sweep_recipe_teacher_seed0 \
       --config.seed=0
 
-`sweep.csv` is committed as `results/sweeps/recipe_teacher_seed0_validation.csv`.
+`sweep.csv` is committed as `results/sweeps/recipe_teacher_seed0_validation.csv`; once it is, a machine
+without the workdir adds `--sweep_results=` that file (the teacher trains again there while a
+student of it is still to run).
 """
 from __future__ import annotations
 
