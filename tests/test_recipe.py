@@ -421,6 +421,43 @@ def test_patience_stage_trains_each_winner_and_off_longer(tmp_path):
     stage2.get_sweep(str(tmp_path / "nowhere.csv"))
 
 
+def test_stage2_table_follows_each_setting_over_the_schedules(tmp_path):
+  """docs/benchmark.md's stage-2 table: a row per bracket setting stage 2 trains, its stage-1 score
+  at 2 000 steps then 4 000 and 8 000, each with the share of the gap against the plain CE student
+  of that schedule (where it has run)."""
+  import csv  # noqa: PLC0415
+  stage1, stage2 = _sweep_file("recipe_seed0"), _sweep_file("recipe_patience_seed0")
+  table, order = tmp_path / "stage1.csv", stage1.runs()
+  # LIX labelled wins with `both`; every other bracket with `off`. CE off scores 0.70.
+  _write_sweep_table(table, order, lambda run: 0.9 if run[:3] == ("lix", "labeled", "both")
+                     else 0.70 if run[:3] == ("ce", "labeled", "off") else 0.5 + 0.001 * order.index(run)
+                     if run[2] != "off" else 0.72)
+  with open(table) as f:
+    stage1_rows = list(csv.DictReader(f))
+  stage2_rows = [{"name": "lix_labeled_both_s4000", "val_miou": "0.75"},
+                 {"name": "ce_labeled_off_s4000", "val_miou": "0.71"},
+                 {"name": "lix_labeled_off_s8000", "val_miou": "0.74"},
+                 {"name": "kd_labeled_off_s4000", "val_miou": ""}]
+  lines = stage2.table_markdown(stage1_rows, stage2_rows, 0.80, str(table)).splitlines()
+  assert lines[0] == "| student | regime | recipe | 2000 steps | 4000 steps | 8000 steps |"
+  rows = {}
+  for line in lines[2:]:
+    student, regime, recipe, *cells = (c.strip() for c in line.strip("|").split("|"))
+    rows[student, regime, recipe] = cells
+  assert list(rows)[:3] == [("CE", "labelled only", "off"), ("LIX", "labelled only", "both"),
+                            ("LIX", "labelled only", "off")]
+  assert len(rows) == 1 + 2 + 1 + 1 + 3  # CE; LIX both and off; CWD, KD off; unlabelled off x3.
+
+  def share(student, ce):
+    return f"{100 * (student - ce) / (0.80 - ce):.0f} %"
+
+  assert rows["CE", "labelled only", "off"] == ["70.00", "71.00", "—"]
+  assert rows["LIX", "labelled only", "both"] == [f"90.00 ({share(0.9, 0.7)})",
+                                                  f"75.00 ({share(0.75, 0.71)})", "—"]
+  assert rows["LIX", "labelled only", "off"] == [f"72.00 ({share(0.72, 0.7)})", "—", "74.00"]
+  assert rows["KD", "labelled only", "off"] == [f"72.00 ({share(0.72, 0.7)})", "—", "—"]
+
+
 def test_recipe_teacher_sweep_trains_the_teacher_first_and_its_students_name_it():
   """The teacher lever: a teacher with the `both` recipe, then each student of stage 1's `both`
   entries at 2 000 steps from it; every student's config passes its teacher's check."""

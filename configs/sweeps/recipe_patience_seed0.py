@@ -79,6 +79,32 @@ def runs(csv_path: str = STAGE1_CSV) -> list[tuple[str, str, str, int, int]]:
   return out
 
 
+def table_markdown(stage1_rows: list[dict], stage2_rows: list[dict], teacher_miou: float,
+                   csv_path: str = STAGE1_CSV) -> str:
+  """Stage 2 as a table (docs/benchmark.md): a row per (method, regime, setting) it trains, a
+  column per schedule (2 000 steps from stage 1); validation mIoU (%) and in brackets the share
+  of the gap to the teacher (`teacher_miou`) closed against the plain CE student of the same
+  schedule, once that has run. "—": not run yet."""
+  stage1 = _stage1()
+  miou = {r["name"]: float(r["val_miou"]) for r in stage1_rows + stage2_rows if r["val_miou"] != ""}
+  schedules = (stage1.SCHEDULES[0], *SCHEDULES)
+  ce = {steps: miou.get(stage1.entry("ce", "labeled", "off", steps)["name"]) for steps in schedules}
+  lines = ["| student | regime | recipe | " + " | ".join(f"{s} steps" for s in schedules) + " |",
+           "|---|---|---|" + "---|" * len(schedules)]
+  for method, regime, recipe, _, frames in [r for r in runs(csv_path) if r[3] == SCHEDULES[0]]:
+    cells = []
+    for steps in schedules:
+      value = miou.get(stage1.entry(method, regime, recipe, steps, frames)["name"])
+      cell = "—" if value is None else f"{100 * value:.2f}"
+      if value is not None and method != "ce" and ce[steps] is not None:
+        cell += f" ({100 * (value - ce[steps]) / (teacher_miou - ce[steps]):.0f} %)"
+      cells.append(cell)
+    where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
+    lines.append(f"| {'CE' if method == 'ce' else method.upper()} | {where} | {recipe} | "
+                 + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def get_sweep(csv_path: str = STAGE1_CSV):
   stage1 = _stage1()
   return [stage1.entry(*run) for run in runs(csv_path)]
