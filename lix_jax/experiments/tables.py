@@ -62,12 +62,27 @@ def _per_seed(regime: str) -> Callable[[str], str]:
                                                   regime)
 
 
+def _teacher_validation(root: str) -> float:
+  """The converged seed-0 teacher's validation mIoU (its plain view), every recipe stage's top."""
+  plain = [r for r in _csv(root, "sweeps", "teacher_views_seed0_validation.csv") if r["view"] == "plain"]
+  return float(plain[0]["miou"])
+
+
 def _recipe_stage1(root: str) -> str:
   """Stage 1 of the recipe sweep, against the seed-0 teacher's plain validation mIoU."""
   stage = sweep.load_module(os.path.join(root, "configs", "sweeps", "recipe_seed0.py"), "recipe_seed0")
-  teacher = [r for r in _csv(root, "sweeps", "teacher_views_seed0_validation.csv") if r["view"] == "plain"]
   return stage.table_markdown(_csv(root, "sweeps", "recipe_seed0_validation.csv"),
-                              float(teacher[0]["miou"]))
+                              _teacher_validation(root))
+
+
+def _recipe_stage2(root: str) -> str:
+  """Stage 2 of the recipe sweep (patience), with stage 1's 2 000-step scores beside it."""
+  stage = sweep.load_module(os.path.join(root, "configs", "sweeps", "recipe_patience_seed0.py"),
+                            "recipe_patience_seed0")
+  return stage.table_markdown(_csv(root, "sweeps", "recipe_seed0_validation.csv"),
+                              _csv(root, "sweeps", "recipe_patience_seed0_validation.csv"),
+                              _teacher_validation(root),
+                              os.path.join(root, "results", "sweeps", "recipe_seed0_validation.csv"))
 
 
 def _gap(name: str, rows: Sequence[tuple[str, str]]) -> Callable[[str], str]:
@@ -90,6 +105,7 @@ BLOCKS = (
     Block("gap capacity", ("docs/benchmark.md",),
           _gap("capacity_seed0_validation_runs.csv", CAPACITY_ROWS)),
     Block("recipe stage 1", ("docs/benchmark.md",), _recipe_stage1),
+    Block("recipe stage 2", ("docs/benchmark.md",), _recipe_stage2),
 )
 
 
