@@ -97,11 +97,9 @@ def table_markdown(stage1_rows: list[dict], stage2_rows: list[dict], teacher_mio
       value = miou.get(stage1.entry(method, regime, recipe, steps, frames)["name"])
       cell = "—" if value is None else f"{100 * value:.2f}"
       if value is not None and method != "ce" and ce[steps] is not None:
-        cell += f" ({100 * (value - ce[steps]) / (teacher_miou - ce[steps]):.0f} %)"
+        cell += f" ({stage1.gap_share(value, ce[steps], teacher_miou)})"
       cells.append(cell)
-    where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
-    lines.append(f"| {'CE' if method == 'ce' else method.upper()} | {where} | {recipe} | "
-                 + " | ".join(cells) + " |")
+    lines.append(f"{stage1.row_label(method, regime, frames)} {recipe} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

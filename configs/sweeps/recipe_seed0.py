@@ -95,6 +95,17 @@ def validation_miou(csv_path: str, runs_, stage: str, unfinished_ok: bool = Fals
   return scores
 
 
+def row_label(method: str, regime: str, frames: int) -> str:
+  """`| student | regime |` of a results-table row (stages 1 and 2)."""
+  where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
+  return f"| {'CE' if method == 'ce' else method.upper()} | {where} |"
+
+
+def gap_share(student: float, ce: float | None, teacher: float) -> str:
+  """The share of the teacher–CE gap a student closes, as a table cell ("?" before CE has run)."""
+  return "?" if ce is None else f"{100 * (student - ce) / (teacher - ce):.0f} %"
+
+
 def table_markdown(rows: list[dict], teacher_miou: float) -> str:
   """Stage 1 as a table (docs/benchmark.md): a row per method and regime, a column per recipe;
   validation mIoU (%) and in brackets the share of the gap to the teacher (`teacher_miou`,
@@ -104,25 +115,17 @@ def table_markdown(rows: list[dict], teacher_miou: float) -> str:
   "—": not run yet."""
   miou = {r["name"]: float(r["val_miou"]) for r in rows if r["val_miou"] != ""}
   ce = {recipe: miou.get(entry("ce", "labeled", recipe, SCHEDULES[0])["name"]) for recipe in RECIPES}
-
-  def share(value, base):
-    return "?" if base is None else f"{100 * (value - base) / (teacher_miou - base):.0f} %"
-
   lines = ["| student | regime | " + " | ".join(RECIPES) + " |", "|---|---|" + "---|" * len(RECIPES)]
-  seen = []
-  for method, regime, _, frames in settings():
-    if (method, regime, frames) in seen:
-      continue
-    seen.append((method, regime, frames))
+  for method, regime, frames in dict.fromkeys((m, r, f) for m, r, _, f in settings()):
     cells = []
     for recipe in RECIPES:
       value = miou.get(entry(method, regime, recipe, SCHEDULES[0], frames)["name"])
       cell = "—" if value is None else f"{100 * value:.2f}"
       if value is not None and method != "ce" and (ce[recipe], ce["off"]) != (None, None):
-        cell += f" ({share(value, ce[recipe])} \\| {share(value, ce['off'])})"
+        cell += (f" ({gap_share(value, ce[recipe], teacher_miou)} \\| "
+                 f"{gap_share(value, ce['off'], teacher_miou)})")
       cells.append(cell)
-    where = "labelled only" if regime == "labeled" else f"+ {frames} unlabelled frames"
-    lines.append(f"| {'CE' if method == 'ce' else method.upper()} | {where} | " + " | ".join(cells) + " |")
+    lines.append(f"{row_label(method, regime, frames)} " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

@@ -42,12 +42,12 @@ def chosen_settings(stage1_csv: str = STAGE1_CSV, stage2_csv: str = STAGE2_CSV
                     ) -> dict[str, list[tuple[str, int, int]]]:
   """regime -> LIX's two best (recipe, steps, frames) on seed-0 validation over stages 1 and 2."""
   stage1, stage2 = _load("recipe_seed0"), _load("recipe_patience_seed0")
-  scored = []
-  # Stage 1 whole first: stage 2 alone would list only its finished brackets.
-  for runs, csv_path, stage in ((stage1.runs, stage1_csv, "recipe_seed0"),
-                                (lambda: stage2.runs(stage1_csv), stage2_csv, "recipe_patience_seed0")):
-    lix = [run for run in runs() if run[0] == "lix"]
-    scored += zip(lix, stage1.validation_miou(csv_path, lix, stage))
+  # Stage 1 is read (and must be finished) before stage 2 is listed: stage 2 alone would list
+  # only the brackets stage 1 has finished.
+  lix1 = [run for run in stage1.runs() if run[0] == "lix"]
+  scored = list(zip(lix1, stage1.validation_miou(stage1_csv, lix1, "recipe_seed0")))
+  lix2 = [run for run in stage2.runs(stage1_csv) if run[0] == "lix"]
+  scored += zip(lix2, stage1.validation_miou(stage2_csv, lix2, "recipe_patience_seed0"))
   chosen: dict[str, list[tuple[str, int, int]]] = {}
   for (_, regime, recipe, steps, frames), _ in sorted(scored, key=lambda rs: -rs[1]):  # Stable.
     if len(chosen.setdefault(regime, [])) < 2:

@@ -83,10 +83,10 @@ def results_table(path: str, entries: list[dict[str, Any]]) -> dict[str, dict[st
   unknown = [r["name"] for r in rows if r["name"] not in by_name]
   if unknown:
     raise ValueError(f"{path}: entries {unknown} are not in the sweep file")
-  finished = {}
   if "step" not in columns:
     raise ValueError(f"{path}: not a sweep table (no 'step' column; columns {columns})")
   override_columns = set(columns[1:columns.index("step")])  # `collect`'s: name, overrides, step, ...
+  finished = {}
   for row in rows:
     if row.get("val_miou", "") == "":
       continue
