@@ -378,7 +378,9 @@ def test_stage1_table_places_each_entry_and_its_share_of_the_gap():
   assert table["CE", "labelled only"] == ["—", "70.00", "—", "72.00"]
   assert table["KD", "+ 32 unlabelled frames"] == ["—", "—", "—", f"74.00 ({share(0.74, 0.72)} \\| ?)"]
   assert table["KD", "+ 16 unlabelled frames"] == ["—"] * 4
-  table = cells(rows + [{"name": "ce_labeled_off_s2000", "val_miou": "0.68"}])
+  table = cells(rows + [{"name": "ce_labeled_off_s2000", "val_miou": "0.68"},
+                        {"name": "lix_labeled_cutmix_s2000", "val_miou": "0.71"}])  # No CE cutmix.
+  assert table["LIX", "labelled only"][2] == f"71.00 (? \\| {share(0.71, 0.68)})"
   assert table["LIX", "labelled only"][1] == f"73.00 ({share(0.73, 0.70)} \\| {share(0.73, 0.68)})"
   assert table["CWD", "labelled only"][0] == f"71.50 ({share(0.715, 0.68)} \\| {share(0.715, 0.68)})"
   assert share(0.73, 0.70) != share(0.73, 0.68)

@@ -285,18 +285,18 @@ def test_sweep_workers_pass_over_an_entry_another_process_is_running(tmp_path):
     assert [r["val_miou"] for r in rows] == [0.1, "", 0.3]
     with pytest.raises(RuntimeError, match=r"'e2' is being run by another process.*claims/e2"):
       sweep.run_sweep(base, sweep_file, str(workdir), index=1, dispatch=_finishing_dispatch(ran))
-    # --sweep_collect: the table of what has finished, while a worker still runs; nothing runs.
-    (workdir / "sweep.csv").unlink()
-    rows = sweep.run_sweep(base, sweep_file, str(workdir), index=None, collect_only=True,
-                           dispatch=_finishing_dispatch(ran))
-    assert ran == ["e1", "e3"] and [r["val_miou"] for r in rows] == [0.1, "", 0.3]
-    assert (workdir / "sweep.csv").exists()
-    with pytest.raises(ValueError, match="--sweep_index=1 runs one entry and --sweep_collect"):
-      sweep.run_sweep(base, sweep_file, str(workdir), index=1, collect_only=True,
-                      dispatch=_finishing_dispatch(ran))
   finally:
     holder.kill()  # SIGKILL: no clean-up code runs; the kernel drops the lock.
     holder.wait()
+  # --sweep_collect: the table of what has finished; e2 is free and unfinished, and still not run.
+  (workdir / "sweep.csv").unlink()
+  rows = sweep.run_sweep(base, sweep_file, str(workdir), index=None, collect_only=True,
+                         dispatch=_finishing_dispatch(ran))
+  assert ran == ["e1", "e3"] and [r["val_miou"] for r in rows] == [0.1, "", 0.3]
+  assert (workdir / "sweep.csv").exists()
+  with pytest.raises(ValueError, match="--sweep_index=1 runs one entry and --sweep_collect"):
+    sweep.run_sweep(base, sweep_file, str(workdir), index=1, collect_only=True,
+                    dispatch=_finishing_dispatch(ran))
   rows = sweep.run_sweep(base, sweep_file, str(workdir), index=None, dispatch=_finishing_dispatch(ran))
   assert ran == ["e1", "e3", "e2"]
   assert [r["val_miou"] for r in rows] == [0.1, 0.2, 0.3]
